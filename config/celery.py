@@ -1,0 +1,72 @@
+"""The Celery app and the saga engine: what ``celery -A config worker`` loads.
+
+With no ``SAGALINE_REDIS_URL`` the embedded Redis in the data folder is started (once,
+shared by every process that uses the same folder).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from sagaline import EmbeddedRedis, RedisStore, Sagaline
+from sagaline.urls import backend_url, broker_url
+from sagas import SAGAS
+from tasks.db import database
+
+from .settings import Settings, load_settings
+
+
+def redis_url(settings: Settings) -> str:
+    """The configured Redis URL, or the embedded server's (started if needed)."""
+    if settings.redis_url is not None:
+        return settings.redis_url.get_secret_value()
+    embedded = EmbeddedRedis(settings.data_dir / "redis")
+    embedded.start()
+    return embedded.url
+
+
+def create_app(settings: Settings) -> tuple[Celery, Sagaline]:
+    """Build the Celery app and the engine with every saga of this project."""
+    url = redis_url(settings)
+    app = Celery("sagaline")
+    app.conf.update(
+        broker_url=broker_url(url),
+        result_backend=backend_url(url),
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency,
+        broker_transport_options={
+            "visibility_timeout": int(settings.visibility_timeout.total_seconds())
+        },
+        result_expires=3600,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    store = RedisStore.from_url(
+        url, prefix=settings.key_prefix, retention_s=int(settings.retention.total_seconds())
+    )
+    engine = Sagaline(app, store, sagas=SAGAS, fault_injection=settings.fault_injection)
+    database.configure(settings.sqlite_url)
+    return app, engine
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: Any) -> None:
+    # A pool child must not share its parent's SQL connections.
+    database.dispose(close=False)
+
+
+settings = load_settings()
+app, engine = create_app(settings)

@@ -1,0 +1,73 @@
+"""Settings: one object, read once from ``SAGALINE_*`` environment variables (and ``.env``)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SAGALINE_"
+
+
+class Settings(BaseSettings):
+    """Everything the app reads from its environment; unset means the embedded default."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    redis_url: SecretStr | None = None
+    """Redis for the broker and saga state (``redis://``, ``rediss://``, ``unix://``);
+    unset: the embedded Redis in ``data_dir``."""
+    database_url: str | None = None
+    """SQLAlchemy URL of the example participants' store; unset: SQLite in ``data_dir``."""
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / "var")
+    """Where the embedded Redis and the SQLite file live."""
+    key_prefix: str = "sagaline:"
+    """Prefix of every saga key in Redis."""
+    retention: timedelta = timedelta(days=7)
+    """How long a finished saga's records are kept."""
+    visibility_timeout: timedelta = timedelta(hours=2)
+    """How long a delivered, unacknowledged message waits before Redis hands it out again;
+    keep it above the longest step's time limit."""
+    worker_concurrency: int = Field(default=2, ge=1)
+    """Worker processes started by ``sagaline worker`` and the demo."""
+    fault_injection: bool = False
+    """Whether workers honour injected faults (tests and ``sagaline.testing`` only)."""
+    log_level: str = "INFO"
+    """The workers' log level."""
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_ends_with_colon(cls, value: str) -> str:
+        if not value or not value.endswith(":"):
+            raise ValueError("must be non-empty and end with ':', like 'sagaline:'")
+        return value
+
+    @property
+    def sqlite_url(self) -> str:
+        """The database URL, the SQLite default filled in."""
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'sagaline.db'}"
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """``SAGALINE_*`` variables that name no setting, each with a suggestion if one is close."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    known |= {ENV_PREFIX + "APP"}
+    problems = []
+    for name in sorted(environ if environ is not None else os.environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            problems.append(f"{name} is not a Sagaline setting{hint}")
+    return problems
+
+
+def load_settings() -> Settings:
+    """Read the settings, refusing misspelled ``SAGALINE_*`` variables."""
+    problems = unknown_variables()
+    if problems:
+        raise ValueError("; ".join(problems))
+    return Settings()

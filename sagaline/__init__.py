@@ -1,0 +1,84 @@
+"""Sagaline: saga orchestration on Celery.
+
+Each step of a saga is a Celery task; the forward path is a Celery chain; when a step fails
+for good, the completed steps are undone in reverse by their compensations, each a Celery
+task too; Redis records every transition.
+"""
+
+from .context import StepContext
+from .embedded import EmbeddedRedis, EmbeddedRedisError
+from .engine import SagaHandle, Sagaline
+from .errors import (
+    ConfigurationError,
+    DefinitionError,
+    EnqueueError,
+    InjectedFaultError,
+    InvalidCorrelationIdError,
+    InvalidInputError,
+    NonRetryableError,
+    SagaError,
+    SagaNotFoundError,
+    StateError,
+    StepError,
+    StepTimeoutError,
+    UnknownSagaError,
+    WaitTimeoutError,
+)
+from .ids import new_id
+from .policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, NO_RETRY, RetryPolicy
+from .record import ErrorInfo, OperationRun, SagaRun, StepRun, Transition
+from .refs import Const, FromInput, FromStep
+from .registry import SagaRegistry
+from .saga import Saga
+from .status import Role, SagaStatus, StepStatus
+from .step import Step
+from .store import RedisStore
+from .task import SagaTask, saga_task
+
+__all__ = [
+    # declaring
+    "Const",
+    "FromInput",
+    "FromStep",
+    "RetryPolicy",
+    "DEFAULT_RETRY",
+    "DEFAULT_COMPENSATION_RETRY",
+    "NO_RETRY",
+    "Saga",
+    "SagaTask",
+    "Step",
+    "StepContext",
+    "saga_task",
+    # running
+    "EmbeddedRedis",
+    "RedisStore",
+    "SagaHandle",
+    "SagaRegistry",
+    "Sagaline",
+    "new_id",
+    # outcomes
+    "ErrorInfo",
+    "OperationRun",
+    "Role",
+    "SagaRun",
+    "SagaStatus",
+    "StepRun",
+    "StepStatus",
+    "Transition",
+    # errors
+    "ConfigurationError",
+    "DefinitionError",
+    "EmbeddedRedisError",
+    "EnqueueError",
+    "InjectedFaultError",
+    "InvalidCorrelationIdError",
+    "InvalidInputError",
+    "NonRetryableError",
+    "SagaError",
+    "SagaNotFoundError",
+    "StateError",
+    "StepError",
+    "StepTimeoutError",
+    "UnknownSagaError",
+    "WaitTimeoutError",
+]

@@ -1,0 +1,203 @@
+"""The Celery wiring: saga tasks as Celery tasks, the chains they form, and the errbacks.
+
+Everything that knows Celery's canvas lives here; the rest of the engine is plain Python.
+
+- Each :class:`SagaTask` is registered on the app under its own name, with
+  :class:`SagaCeleryTask` as its base. A message carries only an envelope of ids; the base
+  class hands it to the :class:`~sagaline._runtime.Runtime` and turns the runtime's signals
+  into ``Task.retry`` (which keeps the chain and its errback) and ``Ignore``.
+- The forward path is one chain of immutable signatures with a chain-level ``link_error``.
+  Celery attaches that errback to every task of the chain, but only the task that finally
+  fails runs it, so it fires once per failure (celery-mechanics.md, section 1).
+- The errback, :func:`on_step_failed`, takes ``(request, exc, traceback)``, so the worker
+  calls it inline. It turns the saga to compensating once (a Lua transition) and enqueues the
+  compensations of the completed steps, in reverse, as a chain with its own errback.
+- A compensation that fails for good raises; :func:`on_compensation_failed` records it and
+  enqueues the compensations still left, so one failure never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery, Task, chain
+from celery.canvas import Signature
+from celery.exceptions import Ignore
+from pydantic import ConfigDict, validate_call
+
+from ._runtime import (
+    LEASE_GRACE_S,
+    Envelope,
+    RetryIn,
+    Skip,
+    describe_error,
+    time_limit_s,
+)
+from .errors import DefinitionError
+from .saga import Saga
+from .status import Role
+from .task import SagaTask
+
+if TYPE_CHECKING:
+    from .engine import Sagaline
+
+log = logging.getLogger("sagaline.celery")
+
+#: The keyword argument under which a message carries its envelope.
+ENVELOPE = "sagaline"
+#: Seconds between the soft time limit (the action is interrupted) and the hard one.
+HARD_LIMIT_GRACE_S = 10.0
+STEP_FAILED_TASK = "sagaline.step_failed"
+COMPENSATION_FAILED_TASK = "sagaline.compensation_failed"
+
+
+class SagaCeleryTask(Task):  # type: ignore[misc]
+    """The base of every saga task: runs a message through the engine's runtime.
+
+    Called with the envelope keyword, it runs as a saga step; called any other way (a
+    direct call in a unit test), it is the plain function.
+    """
+
+    abstract = True
+    engine: Sagaline
+    validated: Any
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run a step message, or call the function directly."""
+        raw = kwargs.get(ENVELOPE)
+        if raw is None or args or len(kwargs) != 1:
+            return self.run(*args, **kwargs)
+        envelope = Envelope.from_message(raw)
+        try:
+            return self.engine.runtime.execute(envelope, self.validated)
+        except RetryIn as again:
+            raise self.retry(countdown=again.delay_s, exc=again.cause, max_retries=None) from None
+        except Skip as skip:
+            log.info("[saga %s] %s", envelope.saga_id, skip)
+            raise Ignore(str(skip)) from None
+
+
+def bind_task(engine: Sagaline, definition: SagaTask) -> Task:
+    """Register a saga task on the engine's Celery app (once) and return the Celery task."""
+    app: Celery = engine.app
+    existing = app.tasks.get(definition.name)
+    if existing is not None:
+        if getattr(existing, "run", None) is not definition.fn:
+            raise DefinitionError(
+                f"two different functions are declared as saga task {definition.name!r}; "
+                "give each its own name"
+            )
+        return existing
+    task = app.task(
+        base=SagaCeleryTask,
+        name=definition.name,
+        bind=False,
+        typing=False,
+        ignore_result=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        max_retries=None,
+        shared=False,
+        lazy=False,
+    )(definition.fn)
+    task.engine = engine
+    task.validated = validate_call(config=ConfigDict(arbitrary_types_allowed=True))(definition.fn)
+    return task
+
+
+def register_errbacks(engine: Sagaline) -> None:
+    """Register the engine's errback tasks on its app."""
+    app: Celery = engine.app
+
+    @app.task(name=STEP_FAILED_TASK, shared=False, lazy=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
+        on_step_failed(engine, request, exc)
+
+    @app.task(name=COMPENSATION_FAILED_TASK, shared=False, lazy=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    def compensation_failed(request: Any, exc: BaseException, traceback: Any) -> None:
+        on_compensation_failed(engine, request, exc)
+
+
+def _envelope_of(request: Any) -> Envelope | None:
+    raw = (getattr(request, "kwargs", None) or {}).get(ENVELOPE)
+    return Envelope.from_message(raw) if raw else None
+
+
+def on_step_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
+    """The forward chain's errback: start the rollback, exactly once per saga."""
+    envelope = _envelope_of(request)
+    if envelope is None:
+        log.error("step errback called for a message without a saga envelope: %r", request)
+        return
+    saga = engine.registry.get(envelope.saga)
+    error = describe_error(exc, step=envelope.step)
+    plan = engine.store.fail_saga(
+        envelope.saga_id, failed_step=envelope.step, error=error,
+        table=saga.compensation_table(),
+    )
+    if plan is None:
+        return
+    log.warning("[saga %s] %s failed at %s (%s); compensating %s", envelope.saga_id, saga.name,
+                envelope.step, error["message"], ", ".join(plan) or "nothing")
+    if plan:
+        compensation_chain(engine, saga, envelope.saga_id, plan).apply_async()
+
+
+def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
+    """The compensation chain's errback: record the failure, go on with the rest."""
+    envelope = _envelope_of(request)
+    if envelope is None:
+        log.error("compensation errback called without a saga envelope: %r", request)
+        return
+    saga = engine.registry.get(envelope.saga)
+    engine.store.fail(
+        envelope.saga_id, Role.COMPENSATION, envelope.step, attempt=0,
+        error=describe_error(exc, step=envelope.step), retry_in_s=None,
+    )
+    left = engine.store.compensations_left(envelope.saga_id)
+    log.error("[saga %s] compensation of %s failed (%s); going on with %s", envelope.saga_id,
+              envelope.step, exc, ", ".join(left) or "nothing")
+    if left:
+        compensation_chain(engine, saga, envelope.saga_id, left).apply_async()
+
+
+def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,
+                   role: Role) -> Signature:
+    """The immutable signature of one step's action or compensation."""
+    step = saga.step(step_name)
+    definition = step.action if role is Role.ACTION else step.compensation
+    if definition is None:
+        raise DefinitionError(f"step {step_name!r} of saga {saga.name!r} has no {role.value}")
+    task = engine.app.tasks[definition.name]
+    envelope = Envelope(saga_id, saga.name, step_name, role).to_message()
+    limit = time_limit_s(saga, step)
+    options: dict[str, Any] = {
+        "task_id": f"{saga_id}-{step_name}" + ("-undo" if role is Role.COMPENSATION else ""),
+        "soft_time_limit": limit,
+        "time_limit": limit + HARD_LIMIT_GRACE_S,
+    }
+    queue = step.queue or definition.queue
+    if queue:
+        options["queue"] = queue
+    signature: Signature = task.si(**{ENVELOPE: envelope}).set(**options)
+    return signature
+
+
+def forward_chain(engine: Sagaline, saga: Saga, saga_id: str) -> Signature:
+    """The saga's forward path: every step in order, one errback for the whole chain."""
+    steps = [step_signature(engine, saga, saga_id, s.name, Role.ACTION) for s in saga.steps]
+    errback = engine.app.tasks[STEP_FAILED_TASK].s()
+    signature: Signature = chain(*steps).on_error(errback)
+    return signature
+
+
+def compensation_chain(engine: Sagaline, saga: Saga, saga_id: str, plan: list[str]) -> Signature:
+    """The rollback: the given compensations in the given order, with their errback."""
+    steps = [step_signature(engine, saga, saga_id, name, Role.COMPENSATION) for name in plan]
+    errback = engine.app.tasks[COMPENSATION_FAILED_TASK].s()
+    signature: Signature = chain(*steps).on_error(errback)
+    return signature
+
+
+__all__ = ["LEASE_GRACE_S", "SagaCeleryTask", "bind_task", "forward_chain"]

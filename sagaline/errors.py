@@ -1,0 +1,90 @@
+"""The exceptions Sagaline raises: one root, a few areas, leaves that say what happened."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SagaError(Exception):
+    """Raised for every error of Sagaline's own; catch this to catch them all."""
+
+
+class DefinitionError(SagaError):
+    """Raised when a saga or step is declared wrongly; the message says how to fix it."""
+
+
+class ConfigurationError(SagaError):
+    """Raised when the engine is wired to something unsafe or inconsistent."""
+
+
+class InvalidInputError(SagaError):
+    """Raised when a saga's inputs fail validation; nothing was recorded or enqueued.
+
+    Attributes:
+        saga: The saga's name.
+        errors: One entry per problem: ``{"field": "items.0.quantity", "problem": "..."}``.
+    """
+
+    def __init__(self, saga: str, errors: list[dict[str, str]]) -> None:
+        self.saga = saga
+        self.errors = errors
+        lines = "; ".join(f"{e['field']}: {e['problem']}" for e in errors)
+        super().__init__(f"invalid input for saga {saga!r}: {lines}")
+
+
+class InvalidCorrelationIdError(SagaError):
+    """Raised when a given correlation id is not a UUID; nothing was recorded or enqueued."""
+
+
+class UnknownSagaError(SagaError):
+    """Raised when no saga of the given name is registered with the engine."""
+
+
+class StateError(SagaError):
+    """Raised when the saga store cannot do what was asked."""
+
+
+class SagaNotFoundError(StateError):
+    """Raised when no saga with the given id is recorded (never was, or expired)."""
+
+
+class EnqueueError(StateError):
+    """Raised when a saga was recorded but its first message could not be enqueued.
+
+    The saga is recorded as ``failed`` with this error, so it is not lost.
+    """
+
+
+class WaitTimeoutError(SagaError):
+    """Raised when a saga did not reach a final state within the time waited."""
+
+
+class StepError(SagaError):
+    """Raised for a failure inside a step; carries the saga id and step name."""
+
+    def __init__(self, message: str, *, saga_id: str = "", step: str = "") -> None:
+        self.saga_id = saga_id
+        self.step = step
+        super().__init__(message)
+
+
+class StepTimeoutError(StepError):
+    """Raised when a step's action ran past its time limit."""
+
+
+class InjectedFaultError(StepError):
+    """Raised in place of running an operation that a test or drill told to fail."""
+
+
+class NonRetryableError(SagaError):
+    """Raised by an action to fail its step at once, whatever the retry policy says.
+
+    Subclass it for business failures that another attempt cannot fix (out of stock,
+    insufficient funds). ``details`` is recorded with the error.
+    """
+
+    non_retryable = True
+
+    def __init__(self, message: str, **details: Any) -> None:
+        self.details = details
+        super().__init__(message)

@@ -1,0 +1,63 @@
+-- Claim one attempt of a step's action or compensation.
+-- ARGV: prefix, id, role, step, index, lease_s, needed_json (steps whose results to return),
+-- faults ('1' to honour injected faults).
+-- Returns one of:
+--   {'run', attempt, inputs_json, correlation_id, fault, result_json...}  run it now; when
+--       fault is not '', an injected fault says this attempt must fail with that message
+--   {'completed', result_json, cursor}  it completed before: a redelivered message
+--   {'busy', seconds_left}   another attempt holds a live lease
+--   {'inactive', saga_status}  the saga is not in a state where this may run
+--   {'failed'}   it failed finally before: a redelivered message
+--   {'missing'}  no such saga (expired or never recorded)
+local role, step = ARGV[3], ARGV[4]
+local index, lease_s = tonumber(ARGV[5]), tonumber(ARGV[6])
+local status = redis.call('HGET', SAGA, 'status')
+if not status then return {'missing'} end
+local want = 'compensating'
+if role == 'action' then want = 'running' end
+local f = role .. ':' .. step .. ':'
+local st = redis.call('HGET', STEPS, f .. 'status')
+if status ~= want then return {'inactive', status} end
+if st == 'completed' then
+  return {'completed', redis.call('HGET', STEPS, f .. 'result') or 'null',
+          redis.call('HGET', SAGA, 'cursor') or '-1'}
+end
+if st == 'failed' then return {'failed'} end
+local now = now_s()
+if st == 'running' then
+  local lease = tonumber(redis.call('HGET', STEPS, f .. 'lease_until') or '0')
+  if lease > now then return {'busy', fmt(lease - now)} end
+end
+local attempt = redis.call('HINCRBY', STEPS, f .. 'attempts', 1)
+redis.call('HSET', STEPS, f .. 'status', 'running', f .. 'lease_until', fmt(now + lease_s))
+if attempt == 1 then redis.call('HSET', STEPS, f .. 'started_at', fmt(now)) end
+local times = decode_list(redis.call('HGET', STEPS, f .. 'attempt_times'))
+table.insert(times, now)
+redis.call('HSET', STEPS, f .. 'attempt_times', cjson.encode(times))
+if role == 'action' then
+  local cursor = tonumber(redis.call('HGET', SAGA, 'cursor') or '-1')
+  if index > cursor then redis.call('HSET', SAGA, 'cursor', index) end
+  redis.call('HSET', SAGA, 'current_step', step, 'updated_at', fmt(now))
+end
+log({at = now, event = role .. '.started', step = step, attempt = attempt})
+local fault = ''
+if ARGV[8] == '1' then
+  local field = redis.call('HGET', SAGA, 'name') .. ':' .. role .. ':' .. step
+  local raw = redis.call('HGET', P .. 'faults', field)
+  if raw then
+    local spec = cjson.decode(raw)
+    if spec.times ~= 0 then
+      fault = spec.message
+      if spec.times > 0 then
+        spec.times = spec.times - 1
+        redis.call('HSET', P .. 'faults', field, cjson.encode(spec))
+      end
+    end
+  end
+end
+local out = {'run', attempt, redis.call('HGET', SAGA, 'inputs'),
+             redis.call('HGET', SAGA, 'correlation_id') or '', fault}
+for _, name in ipairs(decode_list(ARGV[7])) do
+  table.insert(out, redis.call('HGET', STEPS, 'action:' .. name .. ':result') or 'null')
+end
+return out

@@ -1,0 +1,179 @@
+"""What a saga run looks like from outside: the recorded outcome, in a stable JSON form."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from . import _json
+from .status import SagaStatus, StepStatus
+
+
+class ErrorInfo(BaseModel):
+    """An error as recorded: its type, message and where it happened."""
+
+    type: str
+    """The exception's qualified class name."""
+    message: str
+    """What it said."""
+    step: str | None = None
+    """The step it happened in."""
+    attempt: int | None = None
+    """The attempt it ended."""
+    retryable: bool | None = None
+    """Whether the retry policy would retry it."""
+    details: dict[str, Any] = Field(default_factory=dict)
+    """Structured details the error carried."""
+
+
+class OperationRun(BaseModel):
+    """One step's action, or its compensation, as recorded."""
+
+    task: str | None = None
+    """The Celery task name that runs it."""
+    status: StepStatus = StepStatus.PENDING
+    """Where it stands."""
+    attempts: int = 0
+    """How many attempts were started."""
+    attempt_times: list[datetime] = Field(default_factory=list)
+    """When each attempt started."""
+    started_at: datetime | None = None
+    """When the first attempt started."""
+    ended_at: datetime | None = None
+    """When it completed or failed for good."""
+    result: Any = None
+    """What it returned, when it completed."""
+    error: ErrorInfo | None = None
+    """The last error, when an attempt failed."""
+
+
+class StepRun(OperationRun):
+    """A step of a saga run: its action's record and its compensation's."""
+
+    name: str
+    """The step's name."""
+    compensation: OperationRun | None = None
+    """The compensation's record, when the step has a compensation."""
+
+
+class Transition(BaseModel):
+    """One entry of a saga's transition log."""
+
+    at: datetime
+    """When it happened (the Redis server's clock)."""
+    event: str
+    """What happened: ``saga.started``, ``action.completed``, ``compensation.failed``..."""
+    step: str | None = None
+    """The step concerned, if any."""
+    attempt: int | None = None
+    """The attempt concerned, if any."""
+    detail: dict[str, Any] = Field(default_factory=dict)
+    """Anything else recorded with it (an error, a retry delay)."""
+
+
+class SagaRun(BaseModel):
+    """A saga run as recorded in Redis: the answer to ``get(saga_id)``."""
+
+    saga_id: str
+    """The run's id (a UUIDv7)."""
+    name: str
+    """The saga's name."""
+    status: SagaStatus
+    """Where it stands."""
+    correlation_id: str
+    """The business flow it belongs to."""
+    causation_id: str | None = None
+    """What caused it to start, when the starter said."""
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    """The validated inputs."""
+    result: Any = None
+    """The saga's result, once completed."""
+    error: ErrorInfo | None = None
+    """The error that failed it, if any."""
+    failed_step: str | None = None
+    """The step whose failure started the compensation."""
+    steps: list[StepRun] = Field(default_factory=list)
+    """Every step, in forward order."""
+    compensations: list[str] = Field(default_factory=list)
+    """The compensations that completed, by their own names, in the order they ran."""
+    undone: list[str] = Field(default_factory=list)
+    """Steps whose compensation failed: effects left in place (``compensation_failed``)."""
+    created_at: datetime
+    """When it was recorded."""
+    ended_at: datetime | None = None
+    """When it reached its final state."""
+    log: list[Transition] = Field(default_factory=list)
+    """Every transition, in order."""
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the run will not change any more."""
+        return self.status.is_final
+
+    def step(self, name: str) -> StepRun:
+        """The record of step ``name``."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON form the CLI prints, without the log and attempt details."""
+        data: dict[str, Any] = self.model_dump(mode="json", exclude={"log"})
+        data["steps"] = [
+            {
+                "name": s.name,
+                "status": s.status.value,
+                "attempts": s.attempts,
+                "compensation": (
+                    None
+                    if s.compensation is None
+                    else {"status": s.compensation.status.value,
+                          "attempts": s.compensation.attempts}
+                ),
+            }
+            for s in self.steps
+        ]
+        return data
+
+
+def timestamp(raw: str | float | None) -> datetime | None:
+    """A stored epoch-seconds value as an aware UTC datetime."""
+    if raw is None or raw == "":
+        return None
+    return datetime.fromtimestamp(float(raw), tz=UTC)
+
+
+def operation(fields: dict[str, str], prefix: str, task: str | None) -> OperationRun:
+    """Build an operation's record from the step hash fields under ``prefix``."""
+
+    def get(name: str) -> str | None:
+        return fields.get(prefix + name)
+
+    error = _json.loads(get("error"))
+    return OperationRun(
+        task=task,
+        status=StepStatus(get("status") or StepStatus.PENDING.value),
+        attempts=int(get("attempts") or 0),
+        attempt_times=[t for t in (timestamp(x) for x in _json.loads(get("attempt_times")) or [])
+                       if t is not None],
+        started_at=timestamp(get("started_at")),
+        ended_at=timestamp(get("ended_at")),
+        result=_json.loads(get("result")),
+        error=ErrorInfo(**error) if error else None,
+    )
+
+
+def transition(raw: str) -> Transition:
+    """Build a log entry from its stored JSON."""
+    data = _json.loads(raw)
+    at = data.pop("at")
+    return Transition(
+        at=datetime.fromtimestamp(float(at), tz=UTC),
+        event=data.pop("event"),
+        step=data.pop("step", None),
+        attempt=data.pop("attempt", None),
+        detail=data,
+    )

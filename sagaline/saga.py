@@ -1,0 +1,203 @@
+"""A saga's definition: its inputs, its steps in order, and what it returns."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import DefinitionError, InvalidInputError
+from .policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, RetryPolicy
+from .refs import FromInput, FromStep, Ref, resolve_all, steps_referenced
+from .step import Step
+
+SAGA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+#: The time limit of a step that declares none, when the saga sets no default either.
+DEFAULT_STEP_TIME_LIMIT = timedelta(minutes=5)
+
+Returns = Ref | Mapping[str, Ref] | None
+
+
+@dataclass(frozen=True, eq=False)
+class Saga:
+    """A saga's immutable definition; runs of it are recorded by the engine.
+
+    Declaring checks the whole saga and raises :class:`DefinitionError` with what to fix:
+    names unique and well-formed, arguments taken only from declared inputs and from steps
+    that come earlier, every argument a task requires given, no argument it does not take.
+
+    Example:
+        >>> order_processing = Saga(
+        ...     "order_processing", inputs=OrderInput,
+        ...     steps=[Step("create_order", create_order, compensation=cancel_order, ...), ...],
+        ...     returns={"order_id": FromStep("create_order", "order_id")})
+    """
+
+    name: str
+    """Unique among the engine's sagas: lowercase letters, digits and underscores."""
+    inputs: type[BaseModel]
+    """The pydantic model the inputs are validated with before anything is enqueued."""
+    steps: tuple[Step, ...]
+    """The forward steps, in order."""
+    returns: Returns = None
+    """The saga's result: one reference, or a mapping of them; ``None`` for the last step's."""
+    retry: RetryPolicy = DEFAULT_RETRY
+    """Retry policy of actions whose step sets none."""
+    compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY
+    """Retry policy of compensations whose step sets none."""
+    step_time_limit: timedelta = DEFAULT_STEP_TIME_LIMIT
+    """Time limit of steps that set none."""
+    description: str = ""
+    """One line on what the saga does, shown by ``sagaline sagas``."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        inputs: type[BaseModel],
+        steps: Sequence[Step],
+        returns: Returns = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY,
+        step_time_limit: timedelta = DEFAULT_STEP_TIME_LIMIT,
+        description: str = "",
+    ) -> None:
+        """Declare and check a saga; see the class docstring."""
+        for attr, value in (
+            ("name", name), ("inputs", inputs), ("steps", tuple(steps)), ("returns", returns),
+            ("retry", retry), ("compensation_retry", compensation_retry),
+            ("step_time_limit", step_time_limit), ("description", description),
+        ):
+            object.__setattr__(self, attr, value)
+        self._check()
+        object.__setattr__(self, "_index", {s.name: i for i, s in enumerate(self.steps)})
+
+    # -- declaration checks -------------------------------------------------------------
+
+    def _check(self) -> None:
+        if not SAGA_NAME.match(self.name):
+            raise DefinitionError(
+                f"saga name {self.name!r} must be lowercase letters, digits and underscores"
+            )
+        if not (isinstance(self.inputs, type) and issubclass(self.inputs, BaseModel)):
+            raise DefinitionError(
+                f"saga {self.name!r}: inputs must be a pydantic model class, not {self.inputs!r}"
+            )
+        if not self.steps:
+            raise DefinitionError(f"saga {self.name!r} has no steps; give it at least one")
+        fields = set(self.inputs.model_fields)
+        seen: list[str] = []
+        for step in self.steps:
+            if not isinstance(step, Step):
+                raise DefinitionError(f"saga {self.name!r}: {step!r} is not a Step")
+            if step.name in seen:
+                raise DefinitionError(
+                    f"saga {self.name!r} declares step {step.name!r} twice; names must be unique"
+                )
+            where = f"saga {self.name!r}, step {step.name!r}"
+            self._check_refs(step.args, fields, seen, where)
+            step.action.check_arguments(set(step.args), where)
+            if step.compensation is not None:
+                self._check_refs(step.undo_args, fields, [*seen, step.name], where)
+                step.compensation.check_arguments(set(step.undo_args), f"{where} (compensation)")
+            seen.append(step.name)
+        returns = self.returns
+        if returns is not None:
+            refs = returns if isinstance(returns, Mapping) else {"returns": returns}
+            self._check_refs(refs, fields, seen, f"saga {self.name!r}, returns")
+
+    def _check_refs(
+        self, refs: Mapping[str, Ref], fields: set[str], earlier: list[str], where: str
+    ) -> None:
+        for arg, ref in refs.items():
+            if isinstance(ref, FromInput) and ref.name not in fields:
+                raise DefinitionError(
+                    f"{where}: argument {arg!r} takes input {ref.name!r}, which "
+                    f"{self.inputs.__name__} does not declare (it has: {', '.join(sorted(fields))})"
+                )
+            if isinstance(ref, FromStep) and ref.step not in earlier:
+                known = ", ".join(earlier) or "none"
+                raise DefinitionError(
+                    f"{where}: argument {arg!r} takes the result of {ref.step!r}, which is not "
+                    f"an earlier step (earlier steps: {known})"
+                )
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def step(self, name: str) -> Step:
+        """The step named ``name``; ``KeyError`` if there is none."""
+        index: dict[str, int] = self._index  # type: ignore[attr-defined]
+        return self.steps[index[name]]
+
+    def index_of(self, name: str) -> int:
+        """The position of step ``name``, from 0."""
+        index: dict[str, int] = self._index  # type: ignore[attr-defined]
+        return index[name]
+
+    def retry_for(self, step: Step) -> RetryPolicy:
+        """The retry policy of the step's action."""
+        return step.retry or self.retry
+
+    def compensation_retry_for(self, step: Step) -> RetryPolicy:
+        """The retry policy of the step's compensation."""
+        return step.compensation_retry or self.compensation_retry
+
+    def time_limit_for(self, step: Step) -> timedelta:
+        """The time limit of one attempt of the step's action."""
+        return step.time_limit or self.step_time_limit
+
+    # -- running ------------------------------------------------------------------------
+
+    def validate_inputs(self, inputs: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
+        """Validate inputs with the saga's model; return them in JSON form.
+
+        Raises:
+            InvalidInputError: naming each field and its problem.
+        """
+        try:
+            if isinstance(inputs, BaseModel):
+                model = self.inputs.model_validate(inputs.model_dump())
+            else:
+                model = self.inputs.model_validate(dict(inputs))
+        except ValidationError as error:
+            raise InvalidInputError(
+                self.name,
+                [
+                    {
+                        "field": ".".join(str(p) for p in e["loc"]) or "(inputs)",
+                        "problem": e["msg"],
+                    }
+                    for e in error.errors()
+                ],
+            ) from None
+        except TypeError as error:
+            raise InvalidInputError(
+                self.name, [{"field": "(inputs)", "problem": f"must be an object: {error}"}]
+            ) from None
+        dumped: dict[str, Any] = model.model_dump(mode="json")
+        return dumped
+
+    def results_for_return(self) -> list[str]:
+        """Steps whose results the saga's return value needs."""
+        if self.returns is None:
+            return [self.steps[-1].name]
+        if isinstance(self.returns, Mapping):
+            return steps_referenced(self.returns)
+        return steps_referenced(self.returns)
+
+    def build_result(self, inputs: Mapping[str, Any], results: Mapping[str, Any]) -> Any:
+        """The saga's return value, from its inputs and recorded step results."""
+        if self.returns is None:
+            return results[self.steps[-1].name]
+        if isinstance(self.returns, Mapping):
+            return resolve_all(self.returns, inputs, results)
+        return self.returns.resolve(inputs, results)
+
+    def compensation_table(self) -> list[tuple[str, bool]]:
+        """``(step name, has a compensation)`` in forward order, as the store needs it."""
+        return [(s.name, s.compensation is not None) for s in self.steps]

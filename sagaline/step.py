@@ -1,0 +1,103 @@
+"""A saga step: an action, the compensation that undoes it, and their policies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+
+from .errors import DefinitionError
+from .policy import RetryPolicy
+from .refs import Const, FromInput, FromStep, Ref, steps_referenced
+from .task import SagaTask
+
+STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+#: The argument name under which a compensation receives its action's result.
+RESULT_ARGUMENT = "result"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a saga, immutable once declared.
+
+    Example:
+        >>> Step("reserve_inventory", reserve_inventory, compensation=release_inventory,
+        ...      args={"order_id": FromStep("create_order", "order_id"),
+        ...            "items": FromInput("items")},
+        ...      retry=RetryPolicy(attempts=3, non_retryable=(OutOfStockError,)))
+    """
+
+    name: str
+    """Unique within the saga: lowercase letters, digits and underscores."""
+    action: SagaTask
+    """What the step does."""
+    compensation: SagaTask | None = None
+    """What undoes the action once it completed; ``None`` when there is nothing to undo."""
+    args: Mapping[str, Ref] = field(default_factory=dict)
+    """The action's keyword arguments and where each comes from."""
+    compensation_args: Mapping[str, Ref] | None = None
+    """The compensation's arguments; by default those of the action's it takes, and
+    ``result``, what the action returned."""
+    retry: RetryPolicy | None = None
+    """The action's retry policy; the saga's default when ``None``."""
+    compensation_retry: RetryPolicy | None = None
+    """The compensation's retry policy; the saga's default when ``None``."""
+    time_limit: timedelta | None = None
+    """How long one attempt of the action may run; the saga's default when ``None``."""
+    queue: str | None = None
+    """The queue for this step's messages (e.g. a queue of GPU workers)."""
+
+    def __post_init__(self) -> None:
+        """Check the step on its own; the saga checks it against its neighbours."""
+        if not STEP_NAME.match(self.name):
+            raise DefinitionError(
+                f"step name {self.name!r} must be lowercase letters, digits and underscores, "
+                "starting with a letter"
+            )
+        for what, task in (("action", self.action), ("compensation", self.compensation)):
+            if task is not None and not isinstance(task, SagaTask):
+                raise DefinitionError(
+                    f"step {self.name!r}: its {what} {task!r} is not a saga task; "
+                    "declare the function with @saga_task('domain.name')"
+                )
+        for mapping in (self.args, self.compensation_args or {}):
+            for arg, ref in mapping.items():
+                if not isinstance(ref, FromInput | FromStep | Const):
+                    raise DefinitionError(
+                        f"step {self.name!r}: argument {arg!r} is {ref!r}; use FromInput(...), "
+                        "FromStep(...) or Const(...)"
+                    )
+        if self.compensation_args is not None and self.compensation is None:
+            raise DefinitionError(
+                f"step {self.name!r} has compensation_args but no compensation"
+            )
+        if self.time_limit is not None and self.time_limit <= timedelta(0):
+            raise DefinitionError(f"step {self.name!r}: time_limit must be positive")
+        object.__setattr__(self, "args", MappingProxyType(dict(self.args)))
+
+    @property
+    def undo_args(self) -> Mapping[str, Ref]:
+        """The compensation's arguments, the default filled in.
+
+        By default a compensation gets those of the action's arguments it takes, and
+        ``result`` (what the action returned) if it takes that.
+        """
+        if self.compensation_args is not None:
+            return self.compensation_args
+        if self.compensation is None:
+            return {}
+        offered: dict[str, Ref] = {**self.args, RESULT_ARGUMENT: FromStep(self.name)}
+        if self.compensation.accepts_any:
+            return offered
+        return {k: v for k, v in offered.items() if k in self.compensation.parameters}
+
+    def results_needed(self) -> list[str]:
+        """Steps whose results the action needs."""
+        return steps_referenced(self.args)
+
+    def undo_results_needed(self) -> list[str]:
+        """Steps whose results the compensation needs."""
+        return steps_referenced(self.undo_args)

@@ -1,0 +1,1 @@
+"""The participants: each domain's tables, and its actions and compensations as saga tasks."""

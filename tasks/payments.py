@@ -1,0 +1,89 @@
+"""The payments domain: customers' balances and the payments taken from them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Integer, String, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from sagaline import NonRetryableError, StepContext, saga_task
+
+from .db import Base, database
+from .orders import cents
+
+
+class Account(Base):
+    """A customer's balance, in cents (never negative)."""
+
+    __tablename__ = "accounts"
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    balance_cents: Mapped[int] = mapped_column(Integer)
+
+
+class Payment(Base):
+    """Money taken for one order; ``captured``, or ``refunded`` by the compensation."""
+
+    __tablename__ = "payments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    saga_key: Mapped[str] = mapped_column(String(200), unique=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[int] = mapped_column(Integer)
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="captured")
+
+
+class InsufficientFundsError(NonRetryableError):
+    """Raised when a payment is larger than the customer's balance."""
+
+
+@database.seeder
+def seed_accounts(session: Session) -> None:
+    """CUST-123 holds 500.00."""
+    if session.get(Account, "CUST-123") is None:
+        session.add(Account(customer_id="CUST-123", balance_cents=50_000))
+
+
+@saga_task("payments.process_payment")
+def process_payment(
+    ctx: StepContext, customer_id: str, order_id: int, amount: str
+) -> dict[str, Any]:
+    """Take the amount from the customer's balance, once; refuse if the balance is short."""
+    wanted = cents(amount)
+    with database.session() as session:
+        existing = session.scalar(select(Payment).where(Payment.saga_key == ctx.idempotency_key))
+        if existing is not None:
+            return {"payment_id": existing.id, "amount_cents": existing.amount_cents}
+        taken = session.execute(
+            update(Account)
+            .where(Account.customer_id == customer_id, Account.balance_cents >= wanted)
+            .values(balance_cents=Account.balance_cents - wanted)
+        )
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            account = session.get(Account, customer_id)
+            balance = 0 if account is None else account.balance_cents
+            raise InsufficientFundsError(
+                f"{customer_id}: {wanted / 100:.2f} asked, {balance / 100:.2f} available",
+                customer_id=customer_id, amount_cents=wanted, balance_cents=balance,
+            )
+        payment = Payment(saga_key=ctx.idempotency_key, customer_id=customer_id,
+                          order_id=order_id, amount_cents=wanted)
+        session.add(payment)
+        session.flush()
+        return {"payment_id": payment.id, "amount_cents": wanted}
+
+
+@saga_task("payments.refund_payment")
+def refund_payment(ctx: StepContext, customer_id: str) -> dict[str, Any]:
+    """Give the payment back to the balance; refunding twice gives nothing more."""
+    with database.session() as session:
+        payment = session.scalar(select(Payment).where(Payment.saga_key == ctx.action_key))
+        if payment is None or payment.status == "refunded":
+            return {"refunded_cents": 0}
+        session.execute(
+            update(Account)
+            .where(Account.customer_id == payment.customer_id)
+            .values(balance_cents=Account.balance_cents + payment.amount_cents)
+        )
+        payment.status = "refunded"
+        return {"payment_id": payment.id, "refunded_cents": payment.amount_cents}
