@@ -1,0 +1,121 @@
+"""Test set-up: a real Redis (the embedded one unless SAGALINE_REDIS_URL is set), a real
+SQLite file, and real ``celery worker`` processes. Nothing is mocked and nothing skips:
+what a test needs is started here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(tempfile.mkdtemp(prefix="sagaline-tests-"))
+
+# Settings are read once, at import: fix them before anything imports config.
+os.environ["SAGALINE_DATA_DIR"] = str(DATA_DIR)
+os.environ["SAGALINE_FAULT_INJECTION"] = "true"
+os.environ.setdefault("SAGALINE_KEY_PREFIX", "sagaline-test:")
+
+from sagaline import EmbeddedRedis, RedisStore, Sagaline  # noqa: E402
+
+EMBEDDED = EmbeddedRedis(DATA_DIR / "redis")
+STARTED_EMBEDDED = "SAGALINE_REDIS_URL" not in os.environ and not EMBEDDED.is_running()
+
+from tests.support.app import app as test_app  # noqa: E402
+from tests.support.app import engine as test_engine  # noqa: E402
+
+
+def worker_command(name: str, concurrency: int = 2) -> list[str]:
+    """The command line of a real prefork worker running the test app."""
+    return [
+        sys.executable, "-m", "celery", "-A", "tests.support.app", "worker",
+        "--pool=prefork", "-c", str(concurrency), "-l", "info", "-n", f"{name}@%h",
+        "--without-mingle", "--without-gossip",
+    ]
+
+
+def start_worker(name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
+    """Start a worker process and wait until it answers a ping."""
+    log = open(DATA_DIR / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(
+        worker_command(name, concurrency), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker {name} exited; see {log.name}")
+        replies = test_app.control.ping(timeout=0.5)
+        if any(name in host for reply in replies for host in reply):
+            return process
+    process.kill()
+    raise RuntimeError(f"worker {name} did not answer within 60 s; see {log.name}")
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    """Stop a worker warmly (it finishes its tasks), or kill it after 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def engine() -> Sagaline:
+    """The engine the tests start sagas with (the test app's)."""
+    return test_engine
+
+
+@pytest.fixture(scope="session")
+def store(engine: Sagaline) -> RedisStore:
+    """The saga store."""
+    return engine.store
+
+
+@pytest.fixture(scope="session")
+def worker(engine: Sagaline) -> Iterator[subprocess.Popen[bytes]]:
+    """A real prefork worker process (2 children) for the whole session."""
+    test_app.control.purge()
+    process = start_worker("main", concurrency=2)
+    yield process
+    stop_worker(process)
+
+
+@pytest.fixture(autouse=True)
+def no_faults(engine: Sagaline) -> Iterator[None]:
+    """Every test starts and ends with no injected fault."""
+    engine.store.clear_faults()
+    yield
+    engine.store.clear_faults()
+
+
+@pytest.fixture
+def calls(request: pytest.FixtureRequest, engine: Sagaline) -> Any:
+    """A unique tag for the test's sagas, and a way to read what their operations noted."""
+    from tests.support.steps import calls_key
+
+    tag = f"{request.node.name}-{time.monotonic_ns()}"
+
+    class Calls:
+        def __init__(self) -> None:
+            self.tag = tag
+
+        def read(self) -> list[str]:
+            return list(engine.store.client.lrange(calls_key(tag), 0, -1))
+
+    return Calls()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the embedded Redis if this session started it."""
+    if STARTED_EMBEDDED:
+        EMBEDDED.stop()

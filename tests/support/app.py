@@ -1,0 +1,13 @@
+"""The test workers' app: the project's app and engine, plus the test-only sagas.
+
+Test workers run ``celery -A tests.support.app worker``.
+"""
+
+from config import app, engine
+
+from .sagas import TEST_SAGAS
+
+for saga in TEST_SAGAS:
+    engine.register(saga)
+
+__all__ = ["app", "engine"]

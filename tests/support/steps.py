@@ -1,0 +1,73 @@
+"""Small reusable saga tasks for the engine's own tests: each does one thing and tells."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+
+from sagaline import NonRetryableError, StepContext, saga_task
+
+
+def _redis() -> redis.Redis:
+    from config import settings
+    from config.celery import redis_url
+
+    return redis.Redis.from_url(redis_url(settings), decode_responses=True)
+
+
+def calls_key(tag: str) -> str:
+    """The Redis list where operations of a test tagged ``tag`` note each call."""
+    return f"sagaline-test:calls:{tag}"
+
+
+def note(tag: str, what: str) -> None:
+    """Append ``what`` to the calls of ``tag`` (how tests see what ran, how often, in order)."""
+    _redis().rpush(calls_key(tag), what)
+
+
+class Boom(NonRetryableError):
+    """A business failure that must not be retried."""
+
+
+class Flaky(Exception):
+    """A transient failure that may be retried."""
+
+
+@saga_task("testing.succeed")
+def succeed(ctx: StepContext, tag: str) -> dict[str, Any]:
+    """Note the call and succeed."""
+    note(tag, f"{ctx.step}:{ctx.role.value}")
+    return {"step": ctx.step, "attempt": ctx.attempt, "pid": os.getpid()}
+
+
+@saga_task("testing.undo")
+def undo(ctx: StepContext, tag: str) -> dict[str, Any]:
+    """Note the compensation and succeed."""
+    note(tag, f"{ctx.step}:{ctx.role.value}")
+    return {"undone": ctx.step}
+
+
+@saga_task("testing.fail")
+def fail(ctx: StepContext, tag: str) -> dict[str, Any]:
+    """Note the call and fail for good."""
+    note(tag, f"{ctx.step}:{ctx.role.value}")
+    raise Boom(f"{ctx.step} failed on purpose", step=ctx.step)
+
+
+@saga_task("testing.fail_undo")
+def fail_undo(ctx: StepContext, tag: str) -> dict[str, Any]:
+    """Note the compensation attempt and fail (retryably, so its policy retries it)."""
+    note(tag, f"{ctx.step}:{ctx.role.value}:{ctx.attempt}")
+    raise Flaky(f"compensation of {ctx.step} failed on purpose")
+
+
+@saga_task("testing.sleep")
+def sleep(ctx: StepContext, tag: str, seconds: float) -> dict[str, Any]:
+    """Note the call, sleep, note the end and succeed."""
+    note(tag, f"{ctx.step}:start")
+    time.sleep(seconds)
+    note(tag, f"{ctx.step}:end")
+    return {"slept": seconds}
