@@ -43,7 +43,7 @@ log = logging.getLogger("sagaline.runtime")
 #: Seconds a claim outlives the time limit, so a slow but live attempt is not taken over.
 LEASE_GRACE_S = 30.0
 #: Longest wait before a message that found a live lease looks again.
-BUSY_RECHECK_MAX_S = 5.0
+BUSY_RECHECK_MAX_S = 2.0
 
 
 class RetryIn(Exception):  # noqa: N818 - a control signal, not an error

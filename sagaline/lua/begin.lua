@@ -17,16 +17,30 @@ local want = 'compensating'
 if role == 'action' then want = 'running' end
 local f = role .. ':' .. step .. ':'
 local st = redis.call('HGET', STEPS, f .. 'status')
-if status ~= want then return {'inactive', status} end
+local now = now_s()
+-- A message for an operation that must not run now is a duplicate (or late): say so.
+local function duplicate(reason)
+  log({at = now, event = role .. '.duplicate', step = step, reason = reason})
+end
+if status ~= want then
+  duplicate('the saga is ' .. status)
+  return {'inactive', status}
+end
 if st == 'completed' then
+  duplicate('it completed before')
   return {'completed', redis.call('HGET', STEPS, f .. 'result') or 'null',
           redis.call('HGET', SAGA, 'cursor') or '-1'}
 end
-if st == 'failed' then return {'failed'} end
-local now = now_s()
+if st == 'failed' then
+  duplicate('it failed for good before')
+  return {'failed'}
+end
 if st == 'running' then
   local lease = tonumber(redis.call('HGET', STEPS, f .. 'lease_until') or '0')
-  if lease > now then return {'busy', fmt(lease - now)} end
+  if lease > now then
+    duplicate('another attempt holds the lease')
+    return {'busy', fmt(lease - now)}
+  end
 end
 local attempt = redis.call('HINCRBY', STEPS, f .. 'attempts', 1)
 redis.call('HSET', STEPS, f .. 'status', 'running', f .. 'lease_until', fmt(now + lease_s))

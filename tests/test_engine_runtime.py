@@ -1,0 +1,165 @@
+"""The engine's runtime on a real worker: time limits, duplicate deliveries, compensation
+failures, input validation, retention."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sagaline import InvalidCorrelationIdError, InvalidInputError, SagaStatus, Sagaline, StepStatus
+from sagaline._celery import ENVELOPE
+from sagaline._runtime import Envelope
+from sagaline.status import Role
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def test_step_over_its_time_limit_fails_and_is_compensated_like_any_failure(
+    engine: Sagaline, calls: object
+) -> None:
+    """A 5 s step with a 1 s limit is interrupted, recorded as a timeout, and the completed
+    step before it is undone."""
+    tag = calls.tag  # type: ignore[attr-defined]
+    started = time.monotonic()
+
+    run = engine.start("t_too_slow", {"tag": tag}).wait(30)
+
+    assert time.monotonic() - started < 4.5  # it did not wait for the 5 s sleep
+    assert run.status is SagaStatus.COMPENSATED
+    assert run.failed_step == "slow"
+    assert run.error is not None and run.error.type == "sagaline.errors.StepTimeoutError"
+    assert "time limit of 1 s" in run.error.message
+    assert calls.read() == ["first:action", "slow:start", "first:compensation"]  # type: ignore[attr-defined]
+
+
+def test_failing_compensation_does_not_stop_the_earlier_ones(
+    engine: Sagaline, calls: object
+) -> None:
+    """Step four fails; third has no compensation and is skipped; second's compensation
+    fails twice (its policy's attempts); first's still runs; the outcome names second as
+    left undone."""
+    tag = calls.tag  # type: ignore[attr-defined]
+
+    run = engine.start("t_undo_fails", {"tag": tag}).wait(30)
+
+    assert run.status is SagaStatus.COMPENSATION_FAILED
+    assert run.undone == ["second"]
+    assert run.compensations == ["undo"]
+    assert calls.read() == [  # type: ignore[attr-defined]
+        "first:action", "second:action", "third:action", "fourth:action",
+        "second:compensation:1", "second:compensation:2", "first:compensation",
+    ]
+    skipped = [t.step for t in run.log if t.event == "compensation.skipped"]
+    assert skipped == ["third"]
+    assert run.step("third").compensation is None
+    assert run.step("second").compensation.attempts == 2  # type: ignore[union-attr]
+    assert run.log[-1].event == "saga.compensation_failed"
+    assert run.log[-1].detail["undone"] == ["second"]
+
+
+def test_a_step_message_delivered_again_after_it_completed_does_not_run_again(
+    engine: Sagaline, calls: object
+) -> None:
+    """Redelivering a completed step's message returns the recorded result; the action
+    does not run a second time and nothing in the record changes."""
+    tag = calls.tag  # type: ignore[attr-defined]
+    run = engine.start("t_slow_start", {"tag": tag}).wait(30)
+    assert run.status is SagaStatus.COMPLETED
+    task = engine.app.tasks["testing.succeed"]
+    envelope = Envelope(run.saga_id, "t_slow_start", "after", Role.ACTION).to_message()
+
+    task.apply_async(kwargs={ENVELOPE: envelope})
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        later = engine.get(run.saga_id)
+        if any(t.event == "action.duplicate" for t in later.log):
+            break
+        time.sleep(0.05)
+    duplicates = [t for t in later.log if t.event == "action.duplicate"]
+    assert [(t.step, t.detail["reason"]) for t in duplicates] == [
+        ("after", "the saga is completed")
+    ]
+    assert calls.read().count("after:action") == 1  # type: ignore[attr-defined]
+    assert later.step("after").attempts == 1
+    assert later.status is SagaStatus.COMPLETED
+
+
+def test_a_duplicate_delivered_while_the_step_runs_does_not_run_it_twice(
+    engine: Sagaline, calls: object
+) -> None:
+    """A second message for a step that is running (two worker processes, at once) finds
+    the live lease, waits, and never runs the action; the saga completes once."""
+    tag = calls.tag  # type: ignore[attr-defined]
+    handle = engine.start("t_slow_start", {"tag": tag})
+    deadline = time.monotonic() + 10
+    while "slow:start" not in calls.read() and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.02)
+    envelope = Envelope(handle.saga_id, "t_slow_start", "slow", Role.ACTION).to_message()
+
+    engine.app.tasks["testing.sleep"].apply_async(kwargs={ENVELOPE: envelope})
+    run = handle.wait(30)
+    deadline = time.monotonic() + 20  # the duplicate comes back once the lease is decided
+    while time.monotonic() < deadline:
+        later = engine.get(run.saga_id)
+        reasons = [t.detail["reason"] for t in later.log if t.event == "action.duplicate"]
+        if len(reasons) >= 2:
+            break
+        time.sleep(0.1)
+
+    assert run.status is SagaStatus.COMPLETED
+    assert calls.read() == ["slow:start", "slow:end", "after:action"]  # type: ignore[attr-defined]
+    assert later.step("slow").attempts == 1
+    assert reasons[0] == "another attempt holds the lease"
+    assert reasons[-1] in ("it completed before", "the saga is completed")
+
+
+@pytest.mark.parametrize(
+    ("inputs", "field"),
+    [
+        ({"customer_id": "CUST-123", "items": [{"product_id": "PROD-1", "quantity": 0}],
+          "total_amount": "10.00"}, "items.0.quantity"),
+        ({"customer_id": "CUST-123", "items": [], "total_amount": "10.00"}, "items"),
+        ({"customer_id": "CUST-123", "items": [{"product_id": "PROD-1", "quantity": 1}]},
+         "total_amount"),
+        ({"customer_id": "CUST-123", "items": [{"product_id": "PROD-1", "quantity": 1}],
+          "total_amount": "ten"}, "total_amount"),
+    ],
+)
+def test_invalid_input_is_refused_naming_the_field_and_nothing_is_recorded(
+    engine: Sagaline, inputs: dict[str, object], field: str
+) -> None:
+    """Bad inputs raise InvalidInputError naming the field; no saga is recorded, no message
+    is enqueued."""
+    before = set(engine.store.list_ids(limit=10_000))
+    queued = engine.store.client.llen("celery")
+
+    with pytest.raises(InvalidInputError) as raised:
+        engine.start("order_processing", inputs)
+
+    assert field in [e["field"] for e in raised.value.errors]
+    assert field in str(raised.value)
+    assert set(engine.store.list_ids(limit=10_000)) == before
+    assert engine.store.client.llen("celery") == queued
+
+
+def test_a_malformed_correlation_id_is_refused_before_anything_is_recorded(
+    engine: Sagaline,
+) -> None:
+    """A correlation id that is not a UUID is refused; a missing one is generated as v7."""
+    before = set(engine.store.list_ids(limit=10_000))
+    with pytest.raises(InvalidCorrelationIdError):
+        engine.start("t_slow_start", {"tag": "x"}, correlation_id="not-a-uuid")
+    assert set(engine.store.list_ids(limit=10_000)) == before
+
+
+def test_a_finished_saga_is_kept_for_the_retention_time(engine: Sagaline, calls: object) -> None:
+    """Once final, the saga's records expire after the configured retention (7 days)."""
+    run = engine.start("t_slow_start", {"tag": calls.tag}).wait(30)  # type: ignore[attr-defined]
+
+    ttls = [engine.store.client.ttl(k) for k in engine.store.saga_keys(run.saga_id)]
+
+    assert all(7 * 86400 - 60 < t <= 7 * 86400 for t in ttls)
+    assert run.correlation_id[14] == "7"  # a generated UUIDv7
+    assert run.step("slow").status is StepStatus.COMPLETED
