@@ -1,0 +1,72 @@
+"""Configuration: settings from the environment, JSON only, the embedded Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from config.settings import Settings, unknown_variables
+from sagaline import ConfigurationError, EmbeddedRedis, RedisStore, Sagaline
+from sagaline.urls import backend_url, broker_url
+
+
+def test_a_misspelled_setting_is_named_with_a_suggestion() -> None:
+    problems = unknown_variables({"SAGALINE_REDIS_ULR": "x", "SAGALINE_DATA_DIR": "y"})
+    assert problems == [
+        "SAGALINE_REDIS_ULR is not a Sagaline setting; did you mean SAGALINE_REDIS_URL?"
+    ]
+
+
+def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGALINE_REDIS_URL", "redis://user:secret@localhost:6379/3")
+    monkeypatch.setenv("SAGALINE_RETENTION", "PT1H")
+    settings = Settings()
+    assert settings.retention.total_seconds() == 3600
+    assert "secret" not in repr(settings)  # the URL may carry a password: never shown
+
+
+def test_the_key_prefix_must_end_with_a_colon(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGALINE_KEY_PREFIX", "nocolon")
+    with pytest.raises(ValueError, match="key_prefix"):
+        Settings()
+
+
+def test_the_app_speaks_json_only() -> None:
+    import config
+
+    assert config.app.conf.accept_content == ["json"]
+    assert config.app.conf.task_serializer == "json"
+    assert config.app.conf.task_acks_late is True
+    assert config.app.conf.task_reject_on_worker_lost is True
+    assert config.app.conf.worker_prefetch_multiplier == 1
+
+
+def test_the_engine_refuses_an_app_that_accepts_pickle(store: RedisStore) -> None:
+    app = Celery("unsafe", set_as_current=False)
+    app.conf.update(task_serializer="pickle", accept_content=["json", "pickle"])
+    with pytest.raises(ConfigurationError, match="pickle"):
+        Sagaline(app, store)
+
+
+def test_socket_urls_are_spelled_for_each_client() -> None:
+    assert broker_url("unix:///tmp/r.sock") == "redis+socket:///tmp/r.sock"
+    assert backend_url("unix:///tmp/r.sock") == "redis+socket:///tmp/r.sock"
+    assert broker_url("redis://h:1/2") == "redis://h:1/2"
+
+
+def test_the_embedded_redis_starts_once_and_stops(tmp_path: Path) -> None:
+    """Two starts give one server (the second finds it running); stop ends it."""
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=False)
+    assert not server.is_running()
+    try:
+        assert server.start() is True
+        assert server.start() is False
+        assert server.is_running()
+        store = RedisStore.from_url(server.url)
+        assert store.client.ping()
+        store.client.close()
+    finally:
+        server.stop()
+    assert not server.is_running()
