@@ -62,7 +62,7 @@ def create_app(settings: Settings) -> tuple[Celery, Sagaline]:
     return app, engine
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _fresh_connections_after_fork(**_: Any) -> None:
     # A pool child must not share its parent's SQL connections.
     database.dispose(close=False)

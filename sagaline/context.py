@@ -36,6 +36,8 @@ class StepContext:
 
     @property
     def action_key(self) -> str:
-        """The idempotency key of this step's action: how a compensation finds what its
-        action did."""
+        """The idempotency key of this step's action.
+
+        A compensation uses it to find what its action did.
+        """
         return f"{self.saga_id}:{self.step}:{Role.ACTION.value}"

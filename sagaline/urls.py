@@ -14,6 +14,9 @@ def broker_url(url: str) -> str:
 
 
 def backend_url(url: str) -> str:
-    """The Celery result backend URL for a redis-py URL (``unix://`` becomes
-    ``redis+socket://``, which Celery reads as its Redis backend on a socket)."""
+    """The Celery result backend URL for a redis-py URL.
+
+    ``unix://`` becomes ``redis+socket://``, which Celery reads as its Redis backend on a
+    socket.
+    """
     return broker_url(url)

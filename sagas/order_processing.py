@@ -1,5 +1,8 @@
-"""Order processing, as in Cliffracer's saga document: create the order, reserve stock, take
-payment, schedule shipment, confirm. A failure undoes what was done, last first."""
+"""Order processing, as in Cliffracer's saga document.
+
+Create the order, reserve stock, take payment, schedule shipment, confirm. A failure undoes
+what was done, last first.
+"""
 
 from __future__ import annotations
 

@@ -71,8 +71,11 @@ class Database:
             yield session
 
     def dispose(self, *, close: bool = True) -> None:
-        """Drop pooled connections: ``close=False`` in a forked child, which must not close
-        its parent's connections but must not use them either."""
+        """Drop pooled connections.
+
+        Use ``close=False`` in a forked child, which must not close its parent's connections
+        but must not use them either.
+        """
         if self._engine is not None:
             self._engine.dispose(close=close)
 

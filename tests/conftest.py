@@ -1,6 +1,7 @@
 """Test set-up: a real Redis (the embedded one unless SAGALINE_REDIS_URL is set), a real
 SQLite file, and real ``celery worker`` processes. Nothing is mocked and nothing skips:
-what a test needs is started here."""
+what a test needs is started here.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The engine's runtime on a real worker: time limits, duplicate deliveries, compensation
-failures, input validation, retention."""
+failures, input validation, retention.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 import pytest
 
-from sagaline import InvalidCorrelationIdError, InvalidInputError, SagaStatus, Sagaline, StepStatus
+from sagaline import InvalidCorrelationIdError, InvalidInputError, Sagaline, SagaStatus, StepStatus
 from sagaline._celery import ENVELOPE
 from sagaline._runtime import Envelope
 from sagaline.status import Role
@@ -19,7 +20,8 @@ def test_step_over_its_time_limit_fails_and_is_compensated_like_any_failure(
     engine: Sagaline, calls: object
 ) -> None:
     """A 5 s step with a 1 s limit is interrupted, recorded as a timeout, and the completed
-    step before it is undone."""
+    step before it is undone.
+    """
     tag = calls.tag  # type: ignore[attr-defined]
     started = time.monotonic()
 
@@ -38,7 +40,8 @@ def test_failing_compensation_does_not_stop_the_earlier_ones(
 ) -> None:
     """Step four fails; third has no compensation and is skipped; second's compensation
     fails twice (its policy's attempts); first's still runs; the outcome names second as
-    left undone."""
+    left undone.
+    """
     tag = calls.tag  # type: ignore[attr-defined]
 
     run = engine.start("t_undo_fails", {"tag": tag}).wait(30)
@@ -62,7 +65,8 @@ def test_a_step_message_delivered_again_after_it_completed_does_not_run_again(
     engine: Sagaline, calls: object
 ) -> None:
     """Redelivering a completed step's message returns the recorded result; the action
-    does not run a second time and nothing in the record changes."""
+    does not run a second time and nothing in the record changes.
+    """
     tag = calls.tag  # type: ignore[attr-defined]
     run = engine.start("t_slow_start", {"tag": tag}).wait(30)
     assert run.status is SagaStatus.COMPLETED
@@ -90,7 +94,8 @@ def test_a_duplicate_delivered_while_the_step_runs_does_not_run_it_twice(
     engine: Sagaline, calls: object
 ) -> None:
     """A second message for a step that is running (two worker processes, at once) finds
-    the live lease, waits, and never runs the action; the saga completes once."""
+    the live lease, waits, and never runs the action; the saga completes once.
+    """
     tag = calls.tag  # type: ignore[attr-defined]
     handle = engine.start("t_slow_start", {"tag": tag})
     deadline = time.monotonic() + 10
@@ -131,7 +136,8 @@ def test_invalid_input_is_refused_naming_the_field_and_nothing_is_recorded(
     engine: Sagaline, inputs: dict[str, object], field: str
 ) -> None:
     """Bad inputs raise InvalidInputError naming the field; no saga is recorded, no message
-    is enqueued."""
+    is enqueued.
+    """
     before = set(engine.store.list_ids(limit=10_000))
     queued = engine.store.client.llen("celery")
 

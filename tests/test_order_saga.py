@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from sagaline import Role, SagaRun, SagaStatus, Sagaline, StepStatus
+from sagaline import Role, Sagaline, SagaRun, SagaStatus, StepStatus
 from tasks.db import database
 from tasks.inventory import Product, Reservation
 from tasks.orders import Customer, Order
@@ -82,7 +83,8 @@ def test_failure_at_each_step_undoes_completed_steps_in_reverse(
     engine: Sagaline, failing: str
 ) -> None:
     """When step N fails for good, exactly the compensations of steps 1..N-1 run, last
-    first, once each, and the rows are as before the saga."""
+    first, once each, and the rows are as before the saga.
+    """
     customer, product = fresh_shop(stock=10, balance_cents=50_000)
     engine.store.inject_fault("order_processing", failing, message=f"{failing} is down")
 
@@ -158,7 +160,8 @@ def test_transient_failure_succeeds_later_with_backoff_between_attempts(
     engine: Sagaline,
 ) -> None:
     """Two injected failures of create_shipment, then success: three attempts, spaced by
-    the policy (200 ms, then 400 ms, each within 10 % jitter, plus transport time)."""
+    the policy (200 ms, then 400 ms, each within 10 % jitter, plus transport time).
+    """
     customer, product = fresh_shop()
     engine.store.inject_fault("order_processing", "create_shipment", times=2)
 
@@ -168,7 +171,7 @@ def test_transient_failure_succeeds_later_with_backoff_between_attempts(
     shipment = run.step("create_shipment")
     assert shipment.attempts == 3
     times = [t.timestamp() for t in shipment.attempt_times]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps[0] >= 0.2 * 0.9
     assert gaps[1] >= 0.4 * 0.9
     assert gaps[1] > gaps[0] * 1.3
@@ -180,7 +183,8 @@ def test_failing_compensation_ends_compensation_failed_and_the_others_still_run(
     engine: Sagaline,
 ) -> None:
     """refund_payment keeps failing: the saga ends compensation_failed, names what is left
-    undone, and release_inventory and cancel_order still ran, in order."""
+    undone, and release_inventory and cancel_order still ran, in order.
+    """
     customer, product = fresh_shop()
     engine.store.inject_fault("order_processing", "create_shipment")
     engine.store.inject_fault("order_processing", "process_payment", Role.COMPENSATION,
@@ -203,7 +207,8 @@ def test_failing_compensation_ends_compensation_failed_and_the_others_still_run(
 
 def test_fifty_concurrent_orders_all_end_and_the_books_balance(engine: Sagaline) -> None:
     """50 orders at once against stock for 30 and money for 33: every saga ends, stock never
-    goes negative, and stock, balance and order rows agree with the outcomes."""
+    goes negative, and stock, balance and order rows agree with the outcomes.
+    """
     customer, product = fresh_shop(stock=60, balance_cents=100_000)
 
     with ThreadPoolExecutor(max_workers=10) as pool:

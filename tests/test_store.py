@@ -9,7 +9,8 @@ from sagaline import RedisStore, Role, SagaStatus, StepStatus, new_id
 
 def test_steps_finishing_at_once_never_lose_each_others_records(store: RedisStore) -> None:
     """Twenty steps of one saga begin and complete from twenty threads at once; every
-    result, attempt and log entry is recorded."""
+    result, attempt and log entry is recorded.
+    """
     names = [f"s{i}" for i in range(20)]
     saga_id = new_id()
     store.create(saga_id, name="t_store", correlation_id=new_id(), causation_id=None,
@@ -61,7 +62,8 @@ def test_only_one_of_two_concurrent_claims_of_a_step_runs(store: RedisStore) -> 
 
 def test_the_saga_turns_to_compensating_exactly_once(store: RedisStore) -> None:
     """Two errbacks for one failure: the first plans the compensations, the second is a
-    no-op, so the rollback is enqueued once."""
+    no-op, so the rollback is enqueued once.
+    """
     saga_id = new_id()
     store.create(saga_id, name="t_store", correlation_id=new_id(), causation_id=None,
                  inputs={}, plan=["a", "b", "c"])
@@ -97,7 +99,8 @@ def test_a_failure_before_any_completed_step_ends_compensated_with_nothing_to_un
 
 def test_a_completed_step_claimed_again_gives_its_recorded_result(store: RedisStore) -> None:
     """A redelivered message of a completed step gets the recorded result back (and the
-    claim says how far the saga went, so the runtime can tell whether to continue)."""
+    claim says how far the saga went, so the runtime can tell whether to continue).
+    """
     saga_id = new_id()
     store.create(saga_id, name="t_store", correlation_id=new_id(), causation_id=None,
                  inputs={}, plan=["a", "b"])
