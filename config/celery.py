@@ -54,10 +54,20 @@ def create_app(settings: Settings) -> tuple[Celery, Sagaline]:
         timezone="UTC",
         enable_utc=True,
     )
+    app.conf.beat_schedule = {
+        "sagaline-recover": {
+            "task": "sagaline.recover",
+            "schedule": settings.recovery_interval.total_seconds(),
+            "options": {"expires": settings.recovery_interval.total_seconds()},
+        },
+    }
+    app.conf.beat_schedule_filename = str(settings.data_dir / "celerybeat-schedule")
     store = RedisStore.from_url(
-        url, prefix=settings.key_prefix, retention_s=int(settings.retention.total_seconds())
+        url, prefix=settings.key_prefix, retention_s=int(settings.retention.total_seconds()),
+        handoff_s=settings.handoff.total_seconds(),
     )
-    engine = Sagaline(app, store, sagas=SAGAS, fault_injection=settings.fault_injection)
+    engine = Sagaline(app, store, sagas=SAGAS, fault_injection=settings.fault_injection,
+                      lease=settings.lease, max_recoveries=settings.max_recoveries)
     database.configure(settings.sqlite_url)
     return app, engine
 

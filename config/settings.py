@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     visibility_timeout: timedelta = timedelta(hours=2)
     """How long a delivered, unacknowledged message waits before Redis hands it out again;
     keep it above the longest step's time limit."""
+    lease: timedelta = timedelta(seconds=30)
+    """How long a running step's claim lasts without a heartbeat (renewed every third)."""
+    handoff: timedelta = timedelta(minutes=2)
+    """How long the next message of a saga may take to start before recovery looks."""
+    recovery_interval: timedelta = timedelta(seconds=15)
+    """How often beat runs the recovery sweep."""
+    max_recoveries: int = Field(default=5, ge=1)
+    """Recoveries without progress before the operation waited on is failed."""
     worker_concurrency: int = Field(default=2, ge=1)
     """Worker processes started by ``sagaline worker`` and the demo."""
     fault_injection: bool = False

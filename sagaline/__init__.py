@@ -10,12 +10,15 @@ from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .engine import SagaHandle, Sagaline
 from .errors import (
     ConfigurationError,
+    DeadlineExceededError,
     DefinitionError,
     EnqueueError,
     InjectedFaultError,
     InvalidCorrelationIdError,
     InvalidInputError,
     NonRetryableError,
+    RecoveryExhaustedError,
+    SagaCancelledError,
     SagaError,
     SagaNotFoundError,
     StateError,
@@ -26,13 +29,14 @@ from .errors import (
 )
 from .ids import new_id
 from .policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, NO_RETRY, RetryPolicy
-from .record import ErrorInfo, OperationRun, SagaRun, StepRun, Transition
+from .record import DeadLetter, ErrorInfo, OperationRun, SagaRun, StepRun, Transition
 from .refs import Const, FromInput, FromStep
 from .registry import SagaRegistry
 from .saga import Saga
 from .status import Role, SagaStatus, StepStatus
 from .step import Step
 from .store import RedisStore
+from .supervisor import StuckSaga, Supervisor
 from .task import SagaTask, saga_task
 
 __all__ = [
@@ -55,8 +59,11 @@ __all__ = [
     "SagaHandle",
     "SagaRegistry",
     "Sagaline",
+    "StuckSaga",
+    "Supervisor",
     "new_id",
     # outcomes
+    "DeadLetter",
     "ErrorInfo",
     "OperationRun",
     "Role",
@@ -67,6 +74,7 @@ __all__ = [
     "Transition",
     # errors
     "ConfigurationError",
+    "DeadlineExceededError",
     "DefinitionError",
     "EmbeddedRedisError",
     "EnqueueError",
@@ -74,6 +82,8 @@ __all__ = [
     "InvalidCorrelationIdError",
     "InvalidInputError",
     "NonRetryableError",
+    "RecoveryExhaustedError",
+    "SagaCancelledError",
     "SagaError",
     "SagaNotFoundError",
     "StateError",

@@ -21,13 +21,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import redis
 from celery import Celery, Task, chain
 from celery.canvas import Signature
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 from pydantic import ConfigDict, validate_call
 
 from ._runtime import (
-    LEASE_GRACE_S,
     Envelope,
     RetryIn,
     Skip,
@@ -50,6 +50,7 @@ ENVELOPE = "sagaline"
 HARD_LIMIT_GRACE_S = 10.0
 STEP_FAILED_TASK = "sagaline.step_failed"
 COMPENSATION_FAILED_TASK = "sagaline.compensation_failed"
+RECOVER_TASK = "sagaline.recover"
 
 
 class SagaCeleryTask(Task):  # type: ignore[misc]
@@ -76,6 +77,12 @@ class SagaCeleryTask(Task):  # type: ignore[misc]
         except Skip as skip:
             log.info("[saga %s] %s", envelope.saga_id, skip)
             raise Ignore(str(skip)) from None
+        except redis.RedisError as error:
+            # The saga's record cannot be read or written: never go on unrecorded. The
+            # message goes back to the queue; the recovery sweep also covers it.
+            log.error("[saga %s] saga store unavailable (%s); requeueing %s",
+                      envelope.saga_id, error, envelope.step)
+            raise Reject(str(error), requeue=True) from error
 
 
 def bind_task(engine: Sagaline, definition: SagaTask) -> Task:
@@ -118,6 +125,11 @@ def register_errbacks(engine: Sagaline) -> None:
     def compensation_failed(request: Any, exc: BaseException, traceback: Any) -> None:
         on_compensation_failed(engine, request, exc)
 
+    @app.task(name=RECOVER_TASK, shared=False, lazy=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    def recover() -> dict[str, int]:
+        """The recovery sweep, as beat runs it."""
+        return engine.supervisor.recover()
+
 
 def _envelope_of(request: Any) -> Envelope | None:
     raw = (getattr(request, "kwargs", None) or {}).get(ENVELOPE)
@@ -140,8 +152,7 @@ def on_step_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
         return
     log.warning("[saga %s] %s failed at %s (%s); compensating %s", envelope.saga_id, saga.name,
                 envelope.step, error["message"], ", ".join(plan) or "nothing")
-    if plan:
-        compensation_chain(engine, saga, envelope.saga_id, plan).apply_async()
+    engine.continue_rollback(envelope.saga_id)
 
 
 def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
@@ -150,16 +161,13 @@ def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -
     if envelope is None:
         log.error("compensation errback called without a saga envelope: %r", request)
         return
-    saga = engine.registry.get(envelope.saga)
     engine.store.fail(
         envelope.saga_id, Role.COMPENSATION, envelope.step, attempt=0,
         error=describe_error(exc, step=envelope.step), retry_in_s=None,
     )
-    left = engine.store.compensations_left(envelope.saga_id)
-    log.error("[saga %s] compensation of %s failed (%s); going on with %s", envelope.saga_id,
-              envelope.step, exc, ", ".join(left) or "nothing")
-    if left:
-        compensation_chain(engine, saga, envelope.saga_id, left).apply_async()
+    log.error("[saga %s] compensation of %s failed (%s); going on with the rest",
+              envelope.saga_id, envelope.step, exc)
+    engine.continue_rollback(envelope.saga_id)
 
 
 def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,
@@ -184,9 +192,10 @@ def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,
     return signature
 
 
-def forward_chain(engine: Sagaline, saga: Saga, saga_id: str) -> Signature:
-    """The saga's forward path: every step in order, one errback for the whole chain."""
-    steps = [step_signature(engine, saga, saga_id, s.name, Role.ACTION) for s in saga.steps]
+def forward_chain(engine: Sagaline, saga: Saga, saga_id: str, start_at: int = 0) -> Signature:
+    """The saga's forward path from step ``start_at``: in order, one errback for the chain."""
+    steps = [step_signature(engine, saga, saga_id, s.name, Role.ACTION)
+             for s in saga.steps[start_at:]]
     errback = engine.app.tasks[STEP_FAILED_TASK].s()
     signature: Signature = chain(*steps).on_error(errback)
     return signature
@@ -200,4 +209,9 @@ def compensation_chain(engine: Sagaline, saga: Saga, saga_id: str, plan: list[st
     return signature
 
 
-__all__ = ["LEASE_GRACE_S", "SagaCeleryTask", "bind_task", "forward_chain"]
+__all__ = ["SagaCeleryTask", "bind_task", "compensation_chain", "forward_chain"]
+
+
+def forward_task_ids(saga: Saga, saga_id: str, start_at: int = 0) -> list[str]:
+    """The task ids of the forward messages from step ``start_at`` (to revoke them)."""
+    return [f"{saga_id}-{s.name}" for s in saga.steps[start_at:]]

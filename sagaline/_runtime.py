@@ -11,10 +11,13 @@ This is the engine's algorithm for a single message, in plain Python: the Celery
    again), its recorded result is returned and the action does not run again.
 2. Resolve the arguments from the recorded inputs and earlier results, and build the
    :class:`StepContext` (saga id, step, attempt, correlation id, idempotency key).
-3. Run the function. On success record the result; the last forward step also records
-   the saga's result and completes it, and the last compensation concludes the rollback.
+3. Run the function while a heartbeat renews the attempt's lease. On success record the
+   result; the last forward step also records the saga's result and completes it, and the
+   last compensation concludes the rollback. An action that completes after its saga was
+   stopped (cancelled, past its deadline) makes its compensation due: enqueue the rollback.
 4. On failure ask the retry policy: record the failed attempt and retry after the policy's
-   delay, or record the final failure and raise, which reaches the chain's errback.
+   delay, or record the final failure and raise, which reaches the chain's errback. An
+   action of a stopped saga is not retried; its rollback is enqueued instead.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from . import _json
+from ._heartbeat import Heartbeat
 from .context import StepContext
 from .errors import InjectedFaultError, StepTimeoutError
 from .refs import Ref, resolve_all
@@ -40,8 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sagaline.runtime")
 
-#: Seconds a claim outlives the time limit, so a slow but live attempt is not taken over.
-LEASE_GRACE_S = 30.0
 #: Longest wait before a message that found a live lease looks again.
 BUSY_RECHECK_MAX_S = 2.0
 
@@ -123,9 +125,9 @@ class Runtime:
         role = envelope.role
         last = role is Role.ACTION and index == len(saga.steps) - 1
         refs, needed, policy = self._plan(saga, step, role, last)
+        lease_s = self.engine.lease_s
         claim = store.begin(
-            envelope.saga_id, role, step.name, index=index,
-            lease_s=time_limit_s(saga, step) + LEASE_GRACE_S, needed=needed,
+            envelope.saga_id, role, step.name, index=index, lease_s=lease_s, needed=needed,
         )
         if claim.kind == "completed":
             if role is Role.ACTION and claim.cursor > index:
@@ -137,15 +139,18 @@ class Runtime:
             raise Skip(f"{role.value} {step.name} not run: {claim.kind} {claim.saga_status}")
 
         assert claim.inputs is not None and claim.results is not None
+        heartbeat = Heartbeat(store, envelope.saga_id, role, step.name, claim.attempt, lease_s)
         ctx = StepContext(
             saga_id=envelope.saga_id, saga_name=saga.name, step=step.name, role=role,
             attempt=claim.attempt, correlation_id=claim.correlation_id,
+            cancel_check=heartbeat.should_stop,
         )
         try:
             arguments = resolve_all(refs, claim.inputs, claim.results)
             if claim.fault:
                 raise InjectedFaultError(claim.fault, saga_id=envelope.saga_id, step=step.name)
-            result = _json.jsonable(call(ctx, **arguments))
+            with heartbeat:
+                result = _json.jsonable(call(ctx, **arguments))
         except SoftTimeLimitExceeded as exceeded:
             timeout = StepTimeoutError(
                 f"{step.name} ran past its time limit of {time_limit_s(saga, step):g} s",
@@ -167,6 +172,8 @@ class Runtime:
         )
         if outcome == "stale":
             raise Skip(f"{role.value} {step.name} attempt {claim.attempt} lost its lease")
+        if outcome == "late":
+            self.engine.continue_rollback(envelope.saga_id)
         return result
 
     def _plan(self, saga: Saga, step: Step, role: Role, last: bool
@@ -191,6 +198,9 @@ class Runtime:
         )
         if outcome == "stale":
             raise Skip(f"{role.value} {step.name} attempt {attempt} lost its lease") from error
+        if outcome == "late":
+            self.engine.continue_rollback(envelope.saga_id)
+            raise Skip(f"{step.name} failed after its saga was stopped: not retried") from error
         if delay is not None:
             log.warning("[saga %s] %s %s attempt %d failed (%s); retrying in %.2f s",
                         envelope.saga_id, role.value, step.name, attempt, record["message"], delay)

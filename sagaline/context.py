@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from .errors import SagaCancelledError
 from .status import Role
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -14,6 +20,10 @@ class StepContext:
     Pass ``idempotency_key`` to outside systems (a payment provider, a mailer) and key your
     own writes with it: Celery delivers at least once, so the same attempt may arrive twice,
     and the key is the same for every attempt and every delivery of this operation.
+
+    A long action should call :meth:`raise_if_cancelled` between units of work (an epoch, a
+    batch): when the saga is cancelled, or passes its deadline, or this attempt lost its
+    lease, it stops there, and whatever it completed is compensated.
     """
 
     saga_id: str
@@ -28,6 +38,8 @@ class StepContext:
     """Which attempt this is, from 1."""
     correlation_id: str
     """The id shared by everything done for one business flow."""
+    cancel_check: Callable[[], bool] = field(default=_never, repr=False, compare=False)
+    """Answers whether this attempt should stop; use :meth:`cancelled`."""
 
     @property
     def idempotency_key(self) -> str:
@@ -41,3 +53,18 @@ class StepContext:
         A compensation uses it to find what its action did.
         """
         return f"{self.saga_id}:{self.step}:{Role.ACTION.value}"
+
+    def cancelled(self) -> bool:
+        """Whether this attempt should stop (the saga was cancelled or its lease lost)."""
+        return self.cancel_check()
+
+    def raise_if_cancelled(self) -> None:
+        """Stop here if :meth:`cancelled`.
+
+        Raises:
+            SagaCancelledError: The attempt should stop.
+        """
+        if self.cancelled():
+            raise SagaCancelledError(
+                f"saga {self.saga_id} was cancelled (or lost its lease) during {self.step}"
+            )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
@@ -18,6 +20,7 @@ from .registry import SagaRegistry
 from .saga import Saga
 from .status import SagaStatus
 from .store import RedisStore
+from .supervisor import Supervisor
 
 log = logging.getLogger("sagaline.engine")
 
@@ -60,7 +63,8 @@ class Sagaline:
 
     def __init__(
         self, app: Celery, store: RedisStore, sagas: Sequence[Saga] = (), *,
-        fault_injection: bool = False,
+        fault_injection: bool = False, lease: timedelta = timedelta(seconds=30),
+        max_recoveries: int = 5,
     ) -> None:
         """Bind to ``app`` and ``store``, and register ``sagas``.
 
@@ -69,6 +73,10 @@ class Sagaline:
             store: Where runs are recorded.
             sagas: The sagas workers may run.
             fault_injection: Whether this process obeys injected faults (tests, drills).
+            lease: How long a running attempt's claim lasts without a heartbeat; a worker
+                lost mid-step is noticed this long after its last heartbeat.
+            max_recoveries: How often the sweep drives one saga on without progress before
+                it fails the operation it waits on.
 
         Raises:
             ConfigurationError: The app would accept pickle or another unsafe serializer.
@@ -79,6 +87,9 @@ class Sagaline:
         store.honour_faults = fault_injection
         self.registry = SagaRegistry()
         self.runtime = Runtime(self)
+        self.lease_s = lease.total_seconds()
+        self.max_recoveries = max_recoveries
+        self.supervisor = Supervisor(self)
         _celery.register_errbacks(self)
         for saga in sagas:
             self.register(saga)
@@ -121,9 +132,12 @@ class Sagaline:
         cid = ids.correlation_id(correlation_id)
         saga_id = ids.new_id()
         signature = _celery.forward_chain(self, definition, saga_id)
+        deadline_at = None
+        if definition.deadline is not None:
+            deadline_at = time.time() + definition.deadline.total_seconds()
         if not self.store.create(
             saga_id, name=definition.name, correlation_id=cid, causation_id=causation_id,
-            inputs=values, plan=[s.name for s in definition.steps],
+            inputs=values, plan=[s.name for s in definition.steps], deadline_at=deadline_at,
         ):
             raise StateError(f"saga id {saga_id} is taken; this should not happen with UUIDv7")
         try:
@@ -136,6 +150,23 @@ class Sagaline:
             ) from error
         log.info("[saga %s] %s started (correlation %s)", saga_id, definition.name, cid)
         return SagaHandle(self, saga_id, cid)
+
+    def cancel(self, saga_id: str, reason: str = "cancelled by request") -> SagaStatus:
+        """Cancel a running saga; see :meth:`Supervisor.cancel`."""
+        return self.supervisor.cancel(saga_id, reason)
+
+    def continue_rollback(self, saga_id: str) -> None:
+        """Enqueue the compensations a compensating saga has left.
+
+        Nothing is enqueued while the first must wait for an action still in flight: that
+        action's end enqueues them.
+        """
+        left, awaiting = self.store.compensations_left(saga_id)
+        if not left or awaiting:
+            return
+        name = self.store.client.hget(self.store.saga_keys(saga_id)[0], "name")
+        saga = self.registry.get(str(name))
+        _celery.compensation_chain(self, saga, saga_id, left).apply_async()
 
     def get(self, saga_id: str) -> SagaRun:
         """The run as recorded.

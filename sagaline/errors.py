@@ -72,6 +72,24 @@ class StepTimeoutError(StepError):
     """Raised when a step's action ran past its time limit."""
 
 
+class SagaCancelledError(StepError):
+    """Raised inside an action that stops because its saga was cancelled."""
+
+    non_retryable = True
+
+
+class DeadlineExceededError(StepError):
+    """Raised (and recorded) when a saga runs past its deadline."""
+
+    non_retryable = True
+
+
+class RecoveryExhaustedError(StepError):
+    """Recorded when the recovery sweep gave up driving an operation on."""
+
+    non_retryable = True
+
+
 class InjectedFaultError(StepError):
     """Raised in place of running an operation that a test or drill told to fail."""
 

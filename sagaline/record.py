@@ -73,6 +73,23 @@ class Transition(BaseModel):
     """Anything else recorded with it (an error, a retry delay)."""
 
 
+class DeadLetter(BaseModel):
+    """A compensation that gave up: an effect left in place, for an operator to see."""
+
+    saga_id: str
+    """The saga run."""
+    saga: str
+    """The saga's name."""
+    step: str
+    """The step whose compensation failed."""
+    error: ErrorInfo
+    """Its last error."""
+    attempts: int
+    """How many attempts it made."""
+    at: datetime
+    """When it gave up."""
+
+
 class SagaRun(BaseModel):
     """A saga run as recorded in Redis: the answer to ``get(saga_id)``."""
 
@@ -94,6 +111,14 @@ class SagaRun(BaseModel):
     """The error that failed it, if any."""
     failed_step: str | None = None
     """The step whose failure started the compensation."""
+    cancel_requested: bool = False
+    """Whether it was cancelled (or passed its deadline): no new step starts."""
+    waiting_on: str | None = None
+    """The operation it waits on (``action:reserve_inventory``), while it runs."""
+    deadline_at: datetime | None = None
+    """When it must be over by, if it has a deadline."""
+    recoveries: int = 0
+    """How often the recovery sweep drove it on since its last progress."""
     steps: list[StepRun] = Field(default_factory=list)
     """Every step, in forward order."""
     compensations: list[str] = Field(default_factory=list)
@@ -137,6 +162,50 @@ class SagaRun(BaseModel):
             for s in self.steps
         ]
         return data
+
+
+TaskNames = dict[str, tuple[str, str | None]]
+"""Per step name, the action's and the compensation's task names."""
+
+
+def build_run(saga_id: str, saga: dict[str, str], fields: dict[str, str], log: list[str],
+              names: TaskNames) -> SagaRun:
+    """Assemble a run from its saga hash, step hash and log, as read from the store."""
+    steps = []
+    for name in _json.loads(saga.get("plan")) or []:
+        action_task, undo_task = names.get(name, (None, None))
+        action = operation(fields, f"action:{name}:", action_task)
+        undo = None
+        if f"compensation:{name}:status" in fields or undo_task is not None:
+            undo = operation(fields, f"compensation:{name}:", undo_task)
+        steps.append(StepRun(name=name, compensation=undo, **action.model_dump()))
+    transitions = [transition(raw) for raw in log]
+    compensations = [
+        (names.get(t.step, (None, None))[1] or str(t.step)).rsplit(".", 1)[-1]
+        for t in transitions if t.event == "compensation.completed" and t.step
+    ]
+    undone = [s.name for s in steps if s.compensation and s.compensation.status == "failed"]
+    return SagaRun(
+        saga_id=saga_id,
+        name=saga["name"],
+        status=SagaStatus(saga["status"]),
+        correlation_id=saga.get("correlation_id", ""),
+        causation_id=saga.get("causation_id") or None,
+        inputs=_json.loads(saga.get("inputs")) or {},
+        result=_json.loads(saga.get("result")),
+        error=_json.loads(saga.get("error")) or None,
+        failed_step=saga.get("failed_step") or None,
+        cancel_requested=saga.get("cancel_requested") == "1",
+        waiting_on=saga.get("waiting_on") or None,
+        deadline_at=timestamp(saga.get("deadline_at")),
+        recoveries=int(saga.get("recoveries") or 0),
+        steps=steps,
+        compensations=compensations,
+        undone=undone,
+        created_at=timestamp(saga["created_at"]),
+        ended_at=timestamp(saga.get("ended_at")),
+        log=transitions,
+    )
 
 
 def timestamp(raw: str | float | None) -> datetime | None:

@@ -54,6 +54,8 @@ class Saga:
     """Time limit of steps that set none."""
     description: str = ""
     """One line on what the saga does, shown by ``sagaline sagas``."""
+    deadline: timedelta | None = None
+    """How long a run may take in all; past it, the run is stopped and compensated."""
 
     def __init__(
         self,
@@ -66,12 +68,16 @@ class Saga:
         compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY,
         step_time_limit: timedelta = DEFAULT_STEP_TIME_LIMIT,
         description: str = "",
+        deadline: timedelta | None = None,
     ) -> None:
         """Declare and check a saga; see the class docstring."""
+        if deadline is not None and deadline <= timedelta(0):
+            raise DefinitionError(f"saga {name!r}: deadline must be positive")
         for attr, value in (
             ("name", name), ("inputs", inputs), ("steps", tuple(steps)), ("returns", returns),
             ("retry", retry), ("compensation_retry", compensation_retry),
             ("step_time_limit", step_time_limit), ("description", description),
+            ("deadline", deadline),
         ):
             object.__setattr__(self, attr, value)
         self._check()

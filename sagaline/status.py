@@ -20,6 +20,8 @@ class SagaStatus(str, Enum):
     COMPENSATION_FAILED = "compensation_failed"
     #: The saga could not run at all (its first message could not be enqueued).
     FAILED = "failed"
+    #: It was cancelled, and every completed step with a compensation was undone.
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
@@ -33,6 +35,7 @@ FINAL_STATUSES = frozenset(
         SagaStatus.COMPENSATED,
         SagaStatus.COMPENSATION_FAILED,
         SagaStatus.FAILED,
+        SagaStatus.CANCELLED,
     }
 )
 
@@ -50,8 +53,10 @@ class StepStatus(str, Enum):
     COMPLETED = "completed"
     #: It failed for good.
     FAILED = "failed"
-    #: Not run because there was nothing to do (a compensation for a step without one).
+    #: Not run because there was nothing to undo (its action never completed).
     SKIPPED = "skipped"
+    #: A compensation waiting for its action, in flight when the saga was stopped, to end.
+    AWAITING = "awaiting"
 
 
 class Role(str, Enum):

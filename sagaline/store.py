@@ -1,16 +1,23 @@
 """The Redis store: a saga's record, its steps' records and its transition log.
 
-Every change is one Lua script, so it is atomic: no record is read, changed in Python and
-written back whole, and two steps finishing at once never lose each other's writes.
+Every change is one Lua script (``lua/``), so it is atomic: no record is read, changed in
+Python and written back whole, and two steps finishing at once never lose each other's
+writes. Scripts retry through redis-py's ``Retry`` on connection errors; they are safe to
+run twice (a second ``complete`` is a ``duplicate``, a second claim a newer attempt).
 
 Keys, under a prefix (``sagaline:`` by default):
 
-- ``saga:{id}``: hash of the run (status, name, correlation id, inputs, result, error, ...)
+- ``saga:{id}``: hash of the run (status, name, correlation id, inputs, result, error,
+  waiting_on, cancel_requested, deadline_at, recoveries, compensation_plan, ...)
 - ``saga:{id}:steps``: hash of ``{role}:{step}:{field}`` (status, attempts, attempt_times,
   started_at, ended_at, lease_until, result, error), for actions and compensations
 - ``saga:{id}:log``: list of transitions, JSON, in order
 - ``index:all``, ``index:status:{status}``: sorted sets of ids by time;
   ``index:correlation:{id}``: set of saga ids of one business flow
+- ``index:active``: sorted set of unfinished sagas by when the recovery sweep should look
+  at them if nothing happens first; ``index:deadline``: by deadline
+- ``dead_letters``: hash of compensations that gave up, ``{id}:{step}`` → JSON
+- ``faults``: injected faults (tests and drills)
 - channel ``saga:{id}:done``: a message when the run reaches its final state
 """
 
@@ -18,44 +25,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from . import _json
+from ._claim import Claim, claim_from_reply
 from .errors import SagaNotFoundError, WaitTimeoutError
-from .record import SagaRun, StepRun, operation, timestamp, transition
+from .record import DeadLetter, SagaRun, TaskNames, build_run
 from .status import Role, SagaStatus
 
-_SCRIPTS = ("create", "begin", "complete", "fail", "fail_saga", "abandon")
-
-
-@dataclass(frozen=True)
-class Claim:
-    """The answer to :meth:`RedisStore.begin`: whether and how to run an attempt."""
-
-    kind: str
-    """``run``, ``completed``, ``busy``, ``inactive``, ``failed`` or ``missing``."""
-    attempt: int = 0
-    """The attempt to run (``run``)."""
-    inputs: dict[str, Any] | None = None
-    """The saga's inputs (``run``)."""
-    correlation_id: str = ""
-    """The saga's correlation id (``run``)."""
-    fault: str = ""
-    """An injected fault's message: this attempt must fail with it (``run``)."""
-    results: dict[str, Any] | None = None
-    """Results of the steps asked for (``run``)."""
-    result: Any = None
-    """The recorded result (``completed``)."""
-    cursor: int = -1
-    """The furthest step index begun (``completed``)."""
-    wait_s: float = 0.0
-    """Seconds the live lease has left (``busy``)."""
-    saga_status: str = ""
-    """The saga's status (``inactive``)."""
+_SCRIPTS = ("create", "begin", "renew", "complete", "fail", "fail_saga", "abort", "abandon",
+            "recover", "awaited", "reopen")
+_FINAL_OPERATION = ("completed", "failed", "skipped")
 
 
 class RedisStore:
@@ -65,22 +50,32 @@ class RedisStore:
         client: A redis-py client with ``decode_responses=True``.
         prefix: The key prefix; different prefixes keep several deployments apart.
         retention_s: How long a finished saga's records are kept, in seconds (0: forever).
+        handoff_s: How long the next message of a saga may take to start before the
+            recovery sweep looks at it.
     """
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "sagaline:", retention_s: int = 0):
+    def __init__(self, client: redis.Redis, *, prefix: str = "sagaline:", retention_s: int = 0,
+                 handoff_s: float = 120.0) -> None:
         """Wrap a client; the Lua scripts are loaded on first use."""
         self.client = client
         self.prefix = prefix
         self.retention_s = retention_s
+        self.handoff_s = handoff_s
         self.honour_faults = False
         prelude = _lua("_prelude")
         self._scripts = {name: client.register_script(prelude + _lua(name)) for name in _SCRIPTS}
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "sagaline:", retention_s: int = 0) -> RedisStore:
-        """A store on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
-        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
-        return cls(client, prefix=prefix, retention_s=retention_s)
+    def from_url(cls, url: str, *, prefix: str = "sagaline:", retention_s: int = 0,
+                 handoff_s: float = 120.0) -> RedisStore:
+        """A store on the Redis at ``url`` that rides out a restart of up to a minute."""
+        client = redis.Redis.from_url(
+            url, decode_responses=True, health_check_interval=30, socket_timeout=15,
+            socket_connect_timeout=5,
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=40),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
+        return cls(client, prefix=prefix, retention_s=retention_s, handoff_s=handoff_s)
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -95,100 +90,121 @@ class RedisStore:
 
     def _call(self, script: str, saga_id: str, *args: Any) -> Any:
         return self._scripts[script](
-            keys=self.saga_keys(saga_id), args=[self.prefix, saga_id, *args]
+            keys=self.saga_keys(saga_id),
+            args=[self.prefix, saga_id, self.retention_s, self.handoff_s, *args],
         )
 
-    # -- transitions ------------------------------------------------------------------------
-
-    def create(
-        self,
-        saga_id: str,
-        *,
-        name: str,
-        correlation_id: str,
-        causation_id: str | None,
-        inputs: dict[str, Any],
-        plan: Sequence[str],
-    ) -> bool:
-        """Record a new run as running; ``False`` if the id is taken."""
-        created = self._call(
-            "create", saga_id, name, correlation_id, causation_id or "",
-            _json.dumps(inputs), _json.dumps(list(plan)),
-        )
-        return bool(created)
-
-    def begin(
-        self, saga_id: str, role: Role, step: str, *, index: int, lease_s: float,
-        needed: Sequence[str],
-    ) -> Claim:
-        """Claim the next attempt of a step's action or compensation (see ``begin.lua``)."""
-        reply = self._call(
-            "begin", saga_id, role.value, step, index, lease_s, _json.dumps(list(needed)),
-            "1" if self.honour_faults else "0",
-        )
-        kind = reply[0]
-        if kind == "run":
-            results = {name: _json.loads(raw) for name, raw in zip(needed, reply[5:], strict=True)}
-            return Claim(
-                kind, attempt=int(reply[1]), inputs=_json.loads(reply[2]),
-                correlation_id=reply[3], fault=reply[4], results=results,
-            )
-        if kind == "completed":
-            return Claim(kind, result=_json.loads(reply[1]), cursor=int(reply[2]))
-        if kind == "busy":
-            return Claim(kind, wait_s=float(reply[1]))
-        if kind == "inactive":
-            return Claim(kind, saga_status=reply[1])
-        return Claim(kind)
-
-    def complete(
-        self, saga_id: str, role: Role, step: str, *, attempt: int, result: Any,
-        saga_result: Any = None, final: bool = False,
-    ) -> str:
-        """Record a successful attempt; with ``final`` also complete the saga."""
-        return str(
-            self._call(
-                "complete", saga_id, role.value, step, attempt, _json.dumps(result),
-                _json.dumps(saga_result) if final else "", self.retention_s,
-            )
-        )
-
-    def fail(
-        self, saga_id: str, role: Role, step: str, *, attempt: int, error: dict[str, Any],
-        retry_in_s: float | None,
-    ) -> str:
-        """Record a failed attempt, to be retried in ``retry_in_s`` or (``None``) final.
-
-        ``attempt=0`` fails whichever attempt is current (a worker lost it mid-run).
-        """
-        retry = "" if retry_in_s is None else f"{retry_in_s:.6f}"
-        return str(
-            self._call(
-                "fail", saga_id, role.value, step, attempt, _json.dumps(error), retry,
-                self.retention_s,
-            )
-        )
-
-    def fail_saga(
-        self, saga_id: str, *, failed_step: str, error: dict[str, Any],
-        table: Sequence[tuple[str, bool]],
-    ) -> list[str] | None:
-        """Turn a running saga to compensating, once; the compensations to run, in order.
-
-        Returns ``None`` when the saga was not running (another caller got there first).
-        """
-        reply = self._call(
-            "fail_saga", saga_id, failed_step, _json.dumps(error),
-            _json.dumps([list(row) for row in table]), self.retention_s,
-        )
+    def _plan_reply(self, reply: list[str]) -> list[str] | None:
         if reply[0] != "compensate":
             return None
         plan = _json.loads(reply[1])
         return list(plan) if isinstance(plan, list) else []
 
+    # -- forward and backward transitions ---------------------------------------------------
+
+    def create(self, saga_id: str, *, name: str, correlation_id: str, causation_id: str | None,
+               inputs: dict[str, Any], plan: Sequence[str], deadline_at: float | None = None
+               ) -> bool:
+        """Record a new run as running; ``False`` if the id is taken."""
+        return bool(self._call(
+            "create", saga_id, name, correlation_id, causation_id or "", _json.dumps(inputs),
+            _json.dumps(list(plan)), "" if deadline_at is None else f"{deadline_at:.6f}",
+        ))
+
+    def begin(self, saga_id: str, role: Role, step: str, *, index: int, lease_s: float,
+              needed: Sequence[str]) -> Claim:
+        """Claim the next attempt of a step's action or compensation (see ``begin.lua``)."""
+        reply = self._call("begin", saga_id, role.value, step, index, lease_s,
+                           _json.dumps(list(needed)), "1" if self.honour_faults else "0")
+        return claim_from_reply(reply, needed)
+
+    def renew(self, saga_id: str, role: Role, step: str, *, attempt: int, lease_s: float
+              ) -> tuple[bool, bool]:
+        """Extend a running attempt's lease: ``(still held, saga cancel requested)``."""
+        reply = self._call("renew", saga_id, role.value, step, attempt, lease_s)
+        return reply[0] == "ok", reply[1] == "1"
+
+    def complete(self, saga_id: str, role: Role, step: str, *, attempt: int, result: Any,
+                 saga_result: Any = None, final: bool = False) -> str:
+        """Record a successful attempt; with ``final`` also complete the saga."""
+        return str(self._call(
+            "complete", saga_id, role.value, step, attempt, _json.dumps(result),
+            _json.dumps(saga_result) if final else "",
+        ))
+
+    def fail(self, saga_id: str, role: Role, step: str, *, attempt: int, error: dict[str, Any],
+             retry_in_s: float | None) -> str:
+        """Record a failed attempt, to be retried in ``retry_in_s`` or (``None``) final.
+
+        ``attempt=0`` fails whichever attempt is current (a worker lost it mid-run).
+        """
+        retry = "" if retry_in_s is None else f"{retry_in_s:.6f}"
+        return str(self._call("fail", saga_id, role.value, step, attempt, _json.dumps(error),
+                              retry))
+
+    def fail_saga(self, saga_id: str, *, failed_step: str, error: dict[str, Any],
+                  table: Sequence[tuple[str, bool]]) -> list[str] | None:
+        """Turn a running saga to compensating, once; the compensations to run, in order.
+
+        Returns ``None`` when the saga was not running (another caller got there first).
+        """
+        return self._plan_reply(self._call(
+            "fail_saga", saga_id, failed_step, _json.dumps(error),
+            _json.dumps([list(row) for row in table]),
+        ))
+
+    def abort(self, saga_id: str, *, reason: str, error: dict[str, Any],
+              table: Sequence[tuple[str, bool]]) -> list[str] | None:
+        """Stop a running saga (``reason``: ``cancelled`` or ``deadline``) and plan its undo.
+
+        Returns ``None`` when the saga was not running.
+        """
+        return self._plan_reply(self._call(
+            "abort", saga_id, reason, _json.dumps(error),
+            _json.dumps([list(row) for row in table]),
+        ))
+
     def abandon(self, saga_id: str, error: dict[str, Any]) -> bool:
         """End a running saga as failed, with nothing to undo."""
-        return bool(self._call("abandon", saga_id, _json.dumps(error), self.retention_s))
+        return bool(self._call("abandon", saga_id, _json.dumps(error)))
+
+    def reopen(self, saga_id: str) -> list[str] | None:
+        """Set a compensation_failed saga compensating again; the compensations to retry."""
+        return self._plan_reply(self._call("reopen", saga_id))
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    def due(self, limit: int = 100) -> list[str]:
+        """Unfinished sagas the sweep should look at now, the longest overdue first."""
+        now = self.client.time()
+        ids = self.client.zrangebyscore(f"{self.prefix}index:active", "-inf",
+                                        now[0] + now[1] / 1e6, start=0, num=limit)
+        return cast(list[str], ids)
+
+    def past_deadline(self, limit: int = 100) -> list[str]:
+        """Unfinished sagas past their deadline."""
+        now = self.client.time()
+        ids = self.client.zrangebyscore(f"{self.prefix}index:deadline", "-inf",
+                                        now[0] + now[1] / 1e6, start=0, num=limit)
+        return cast(list[str], ids)
+
+    def claim_recovery(self, saga_id: str, max_recoveries: int) -> list[str]:
+        """Take one due saga for recovery (see ``recover.lua``)."""
+        return [str(x) for x in self._call("recover", saga_id, max_recoveries)]
+
+    def release_awaited(self, saga_id: str, step: str) -> bool:
+        """Make the compensation of an awaited action, whose worker was lost, due."""
+        return bool(self._call("awaited", saga_id, step))
+
+    def active_ids(self) -> list[str]:
+        """Every unfinished saga (running or compensating)."""
+        return cast(list[str], self.client.zrange(f"{self.prefix}index:active", 0, -1))
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Compensations that gave up, oldest first."""
+        raw = cast(dict[str, str], self.client.hgetall(f"{self.prefix}dead_letters"))
+        letters = [DeadLetter.model_validate(_json.loads(v)) for v in raw.values()]
+        return sorted(letters, key=lambda d: d.at)
 
     # -- injected faults ------------------------------------------------------------------
 
@@ -207,32 +223,33 @@ class RedisStore:
 
     # -- reading --------------------------------------------------------------------------
 
-    def compensations_left(self, saga_id: str) -> list[str]:
-        """The planned compensations not yet completed or failed, in plan order."""
+    def compensations_left(self, saga_id: str) -> tuple[list[str], bool]:
+        """The planned compensations still to run, in plan order.
+
+        The flag says whether the first must wait for an action still in flight (then
+        nothing may start yet).
+        """
         saga_key, steps_key, _ = self.saga_keys(saga_id)
         plan = _json.loads(cast(str | None, self.client.hget(saga_key, "compensation_plan")))
-        plan = plan or []
         if not plan:
-            return []
+            return [], False
         statuses = self.client.hmget(steps_key, [f"compensation:{s}:status" for s in plan])
-        final = ("completed", "failed")
-        return [s for s, st in zip(plan, statuses, strict=True) if st not in final]
+        left = [(s, st) for s, st in zip(plan, statuses, strict=True)
+                if st not in _FINAL_OPERATION]
+        return [s for s, _ in left], any(st == "awaiting" for _, st in left)
 
     def status(self, saga_id: str) -> SagaStatus | None:
         """The run's status, or ``None`` if it is not recorded."""
         raw = self.client.hget(self.saga_keys(saga_id)[0], "status")
         return SagaStatus(raw) if raw else None
 
-    def load(
-        self, saga_id: str, *,
-        task_names: Callable[[str], dict[str, tuple[str, str | None]]] | None = None,
-    ) -> SagaRun:
-        """Read a whole run.
+    def is_cancel_requested(self, saga_id: str) -> bool:
+        """Whether the saga was cancelled (or passed its deadline)."""
+        return self.client.hget(self.saga_keys(saga_id)[0], "cancel_requested") == "1"
 
-        Args:
-            saga_id: The run.
-            task_names: Given the saga's name, per step the action's and compensation's
-                task names, if known.
+    def load(self, saga_id: str, *, task_names: Callable[[str], TaskNames] | None = None
+             ) -> SagaRun:
+        """Read a whole run; ``task_names`` maps a saga name to its steps' task names.
 
         Raises:
             SagaNotFoundError: No such run is recorded.
@@ -246,38 +263,7 @@ class RedisStore:
         if not saga:
             raise SagaNotFoundError(f"no saga {saga_id!r} is recorded (it may have expired)")
         names = task_names(saga["name"]) if task_names else {}
-        steps = []
-        for name in _json.loads(saga.get("plan")) or []:
-            action_task, undo_task = names.get(name, (None, None))
-            action = operation(fields, f"action:{name}:", action_task)
-            undo = None
-            if f"compensation:{name}:status" in fields or undo_task is not None:
-                undo = operation(fields, f"compensation:{name}:", undo_task)
-            steps.append(StepRun(name=name, compensation=undo, **action.model_dump()))
-        transitions = [transition(raw) for raw in log]
-        compensations = [
-            (names.get(t.step, (None, None))[1] or str(t.step)).rsplit(".", 1)[-1]
-            for t in transitions if t.event == "compensation.completed" and t.step
-        ]
-        undone = [s.name for s in steps if s.compensation and s.compensation.status == "failed"]
-        error = _json.loads(saga.get("error"))
-        return SagaRun(
-            saga_id=saga_id,
-            name=saga["name"],
-            status=SagaStatus(saga["status"]),
-            correlation_id=saga.get("correlation_id", ""),
-            causation_id=saga.get("causation_id") or None,
-            inputs=_json.loads(saga.get("inputs")) or {},
-            result=_json.loads(saga.get("result")),
-            error=error or None,
-            failed_step=saga.get("failed_step") or None,
-            steps=steps,
-            compensations=compensations,
-            undone=undone,
-            created_at=timestamp(saga["created_at"]),
-            ended_at=timestamp(saga.get("ended_at")),
-            log=transitions,
-        )
+        return build_run(saga_id, saga, fields, log, names)
 
     def list_ids(self, status: SagaStatus | None = None, *, limit: int = 50) -> list[str]:
         """Ids of the newest runs (of one status), newest first; expired ones pruned."""
@@ -296,10 +282,8 @@ class RedisStore:
 
     def ids_for_correlation(self, correlation_id: str) -> list[str]:
         """Ids of every recorded run of one business flow."""
-        members = cast(
-            set[str], self.client.smembers(f"{self.prefix}index:correlation:{correlation_id}")
-        )
-        return sorted(members)
+        key = f"{self.prefix}index:correlation:{correlation_id}"
+        return sorted(cast(set[str], self.client.smembers(key)))
 
     def wait(self, saga_id: str, timeout: float) -> SagaStatus:
         """Block until the run is final; return its status.

@@ -23,6 +23,10 @@ DATA_DIR = Path(tempfile.mkdtemp(prefix="sagaline-tests-"))
 os.environ["SAGALINE_DATA_DIR"] = str(DATA_DIR)
 os.environ["SAGALINE_FAULT_INJECTION"] = "true"
 os.environ.setdefault("SAGALINE_KEY_PREFIX", "sagaline-test:")
+# Short leases and hand-offs, so recovery is quick enough to test.
+os.environ["SAGALINE_LEASE"] = "PT2S"
+os.environ["SAGALINE_HANDOFF"] = "PT5S"
+os.environ["SAGALINE_RECOVERY_INTERVAL"] = "PT1S"
 
 from sagaline import EmbeddedRedis, RedisStore, Sagaline  # noqa: E402
 
@@ -43,11 +47,11 @@ def worker_command(name: str, concurrency: int = 2) -> list[str]:
 
 
 def start_worker(name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
-    """Start a worker process and wait until it answers a ping."""
+    """Start a worker process (in its own process group) and wait until it answers a ping."""
     log = open(DATA_DIR / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
         worker_command(name, concurrency), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -27,7 +27,8 @@ def test_the_readme_opens_with_the_demo_and_test_commands_and_ci_runs_the_latter
 
 def test_ci_fails_on_a_fresh_clone_when_a_test_fails(tmp_path: Path) -> None:
     """Clone the committed tree, add a failing test, run .ci/run only on that test (through
-    PYTEST_ADDOPTS, which pytest reads itself): the run exits non-zero."""
+    PYTEST_ADDOPTS, which pytest reads itself): the run exits non-zero.
+    """
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     (clone / "tests" / "test_fails_on_purpose.py").write_text(

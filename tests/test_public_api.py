@@ -10,7 +10,8 @@ EXPECTED = {
     "StepStatus", "Transition", "ConfigurationError", "DefinitionError", "EmbeddedRedisError",
     "EnqueueError", "InjectedFaultError", "InvalidCorrelationIdError", "InvalidInputError",
     "NonRetryableError", "SagaError", "SagaNotFoundError", "StateError", "StepError",
-    "StepTimeoutError", "UnknownSagaError", "WaitTimeoutError",
+    "StepTimeoutError", "UnknownSagaError", "WaitTimeoutError", "StuckSaga", "Supervisor",
+    "DeadLetter", "DeadlineExceededError", "RecoveryExhaustedError", "SagaCancelledError",
 }
 
 

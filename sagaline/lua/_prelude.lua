@@ -1,8 +1,15 @@
 -- Shared helpers, prepended to every script. KEYS[1] is the saga hash, KEYS[2] the step
--- hash, KEYS[3] the transition log; ARGV[1] is the key prefix and ARGV[2] the saga id.
+-- hash, KEYS[3] the transition log. ARGV[1] is the key prefix, ARGV[2] the saga id,
+-- ARGV[3] how long a finished saga is kept (s), ARGV[4] the hand-off time (s): how long the
+-- next message may take to start before the recovery sweep looks at the saga. A script's
+-- own arguments start at ARGV[5].
 local P = ARGV[1]
 local ID = ARGV[2]
+local RETENTION_S = tonumber(ARGV[3])
+local HANDOFF_S = tonumber(ARGV[4])
 local SAGA, STEPS, LOG = KEYS[1], KEYS[2], KEYS[3]
+local ACTIVE = P .. 'index:active'
+local FINAL = {completed = true, failed = true, skipped = true}
 
 local function now_s()
   local t = redis.call('TIME')
@@ -17,6 +24,24 @@ local function log(entry)
   redis.call('RPUSH', LOG, cjson.encode(entry))
 end
 
+local function decode_list(raw)
+  if not raw or raw == '' then return {} end
+  return cjson.decode(raw)
+end
+
+local function encode_list(list)
+  if #list == 0 then return '[]' end
+  return cjson.encode(list)
+end
+
+-- When the recovery sweep should look at this saga if nothing else happens by then.
+local function attention(at)
+  local status = redis.call('HGET', SAGA, 'status')
+  if status == 'running' or status == 'compensating' then
+    redis.call('ZADD', ACTIVE, at, ID)
+  end
+end
+
 local function move_status(old, new, at)
   redis.call('HSET', SAGA, 'status', new, 'updated_at', fmt(at))
   redis.call('ZREM', P .. 'index:status:' .. old, ID)
@@ -24,29 +49,25 @@ local function move_status(old, new, at)
 end
 
 -- Put the saga in a final state: index it, stamp it, schedule its expiry, wake waiters.
-local function conclude(old, final, at, retention_s, extra)
+local function conclude(old, final, at, extra)
   move_status(old, final, at)
   redis.call('HSET', SAGA, 'ended_at', fmt(at))
-  redis.call('ZREM', P .. 'index:active', ID)
+  redis.call('ZREM', ACTIVE, ID)
+  redis.call('ZREM', P .. 'index:deadline', ID)
   local entry = {at = at, event = 'saga.' .. final}
   if extra then for k, v in pairs(extra) do entry[k] = v end end
   log(entry)
-  if retention_s > 0 then
-    redis.call('EXPIRE', SAGA, retention_s)
-    redis.call('EXPIRE', STEPS, retention_s)
-    redis.call('EXPIRE', LOG, retention_s)
+  if RETENTION_S > 0 then
+    redis.call('EXPIRE', SAGA, RETENTION_S)
+    redis.call('EXPIRE', STEPS, RETENTION_S)
+    redis.call('EXPIRE', LOG, RETENTION_S)
   end
   redis.call('PUBLISH', P .. 'saga:' .. ID .. ':done', final)
 end
 
-local function decode_list(raw)
-  if not raw or raw == '' then return {} end
-  return cjson.decode(raw)
-end
-
--- After a compensation reached a final state: if every planned compensation has, the saga
--- ends compensated (all undone) or compensation_failed (some effect is left in place).
-local function maybe_conclude_compensation(at, retention_s)
+-- Once every planned compensation reached a final state, the saga ends: compensated (or
+-- cancelled, when that was the intent) if all were undone, else compensation_failed.
+local function maybe_conclude_compensation(at)
   if redis.call('HGET', SAGA, 'status') ~= 'compensating' then return false end
   local plan = decode_list(redis.call('HGET', SAGA, 'compensation_plan'))
   local failed = {}
@@ -54,14 +75,42 @@ local function maybe_conclude_compensation(at, retention_s)
     local s = redis.call('HGET', STEPS, 'compensation:' .. name .. ':status')
     if s == 'failed' then
       table.insert(failed, name)
-    elseif s ~= 'completed' then
+    elseif not FINAL[s] then
       return false
     end
   end
   if #failed > 0 then
-    conclude('compensating', 'compensation_failed', at, retention_s, {undone = failed})
+    conclude('compensating', 'compensation_failed', at, {undone = failed})
   else
-    conclude('compensating', 'compensated', at, retention_s, nil)
+    conclude('compensating', redis.call('HGET', SAGA, 'intent') or 'compensated', at, nil)
   end
   return true
+end
+
+-- Turn a running saga to compensating and plan the rollback: completed steps with a
+-- compensation, last first, and a step still in flight (its action running) awaited first,
+-- since it may complete after all. steps_json is [[name, has_compensation], ...].
+local function plan_rollback(steps_json, at)
+  local steps = cjson.decode(steps_json)
+  local plan = {}
+  for i = #steps, 1, -1 do
+    local name, has_compensation = steps[i][1], steps[i][2]
+    local st = redis.call('HGET', STEPS, 'action:' .. name .. ':status')
+    local f = 'compensation:' .. name .. ':status'
+    if st == 'completed' or st == 'running' then
+      if has_compensation then
+        table.insert(plan, name)
+        if st == 'completed' then
+          redis.call('HSET', STEPS, f, 'pending')
+        else
+          redis.call('HSET', STEPS, f, 'awaiting')
+        end
+      elseif st == 'completed' then
+        log({at = at, event = 'compensation.skipped', step = name,
+             reason = 'the step declares no compensation'})
+      end
+    end
+  end
+  redis.call('HSET', SAGA, 'compensation_plan', encode_list(plan), 'waiting_on', '')
+  return plan
 end

@@ -1,5 +1,5 @@
 -- Claim one attempt of a step's action or compensation.
--- ARGV: prefix, id, role, step, index, lease_s, needed_json (steps whose results to return),
+-- ARGV[5..]: role, step, index, lease_s, needed_json (steps whose results to return),
 -- faults ('1' to honour injected faults).
 -- Returns one of:
 --   {'run', attempt, inputs_json, correlation_id, fault, result_json...}  run it now; when
@@ -9,8 +9,8 @@
 --   {'inactive', saga_status}  the saga is not in a state where this may run
 --   {'failed'}   it failed finally before: a redelivered message
 --   {'missing'}  no such saga (expired or never recorded)
-local role, step = ARGV[3], ARGV[4]
-local index, lease_s = tonumber(ARGV[5]), tonumber(ARGV[6])
+local role, step = ARGV[5], ARGV[6]
+local index, lease_s = tonumber(ARGV[7]), tonumber(ARGV[8])
 local status = redis.call('HGET', SAGA, 'status')
 if not status then return {'missing'} end
 local want = 'compensating'
@@ -31,9 +31,13 @@ if st == 'completed' then
   return {'completed', redis.call('HGET', STEPS, f .. 'result') or 'null',
           redis.call('HGET', SAGA, 'cursor') or '-1'}
 end
-if st == 'failed' then
-  duplicate('it failed for good before')
+if st == 'failed' or st == 'skipped' then
+  duplicate('it ended before')
   return {'failed'}
+end
+if st == 'awaiting' then
+  duplicate('its action is still in flight')
+  return {'busy', '1'}
 end
 if st == 'running' then
   local lease = tonumber(redis.call('HGET', STEPS, f .. 'lease_until') or '0')
@@ -51,11 +55,13 @@ redis.call('HSET', STEPS, f .. 'attempt_times', cjson.encode(times))
 if role == 'action' then
   local cursor = tonumber(redis.call('HGET', SAGA, 'cursor') or '-1')
   if index > cursor then redis.call('HSET', SAGA, 'cursor', index) end
-  redis.call('HSET', SAGA, 'current_step', step, 'updated_at', fmt(now))
+  redis.call('HSET', SAGA, 'current_step', step)
 end
+redis.call('HSET', SAGA, 'waiting_on', role .. ':' .. step, 'updated_at', fmt(now))
+attention(now + lease_s)
 log({at = now, event = role .. '.started', step = step, attempt = attempt})
 local fault = ''
-if ARGV[8] == '1' then
+if ARGV[10] == '1' then
   local field = redis.call('HGET', SAGA, 'name') .. ':' .. role .. ':' .. step
   local raw = redis.call('HGET', P .. 'faults', field)
   if raw then
@@ -71,7 +77,7 @@ if ARGV[8] == '1' then
 end
 local out = {'run', attempt, redis.call('HGET', SAGA, 'inputs'),
              redis.call('HGET', SAGA, 'correlation_id') or '', fault}
-for _, name in ipairs(decode_list(ARGV[7])) do
+for _, name in ipairs(decode_list(ARGV[9])) do
   table.insert(out, redis.call('HGET', STEPS, 'action:' .. name .. ':result') or 'null')
 end
 return out

@@ -1,10 +1,11 @@
 -- Record that an attempt of a step's action or compensation succeeded.
--- ARGV: prefix, id, role, step, attempt, result_json, saga_result_json ('' unless this was
--- the last forward step), retention_s.
--- Returns 'ok', 'duplicate' (already completed: the first result stands) or 'stale' (this
--- attempt lost its lease to a newer one, which will record the outcome).
-local role, step, attempt = ARGV[3], ARGV[4], tonumber(ARGV[5])
-local retention_s = tonumber(ARGV[8])
+-- ARGV[5..]: role, step, attempt, result_json, saga_result_json ('' unless this was the
+-- last forward step).
+-- Returns 'ok'; 'duplicate' (already completed: the first result stands); 'stale' (this
+-- attempt lost its lease to a newer one, which will record the outcome); or 'late' (an
+-- action that completed after its saga turned to compensating: its compensation is now
+-- due, and the caller must enqueue the compensations left).
+local role, step, attempt = ARGV[5], ARGV[6], tonumber(ARGV[7])
 local f = role .. ':' .. step .. ':'
 local st = redis.call('HGET', STEPS, f .. 'status')
 if st == 'completed' then return 'duplicate' end
@@ -12,16 +13,29 @@ if st ~= 'running' or tonumber(redis.call('HGET', STEPS, f .. 'attempts') or '0'
   return 'stale'
 end
 local now = now_s()
-redis.call('HSET', STEPS, f .. 'status', 'completed', f .. 'result', ARGV[6],
+redis.call('HSET', STEPS, f .. 'status', 'completed', f .. 'result', ARGV[8],
            f .. 'ended_at', fmt(now))
 redis.call('HDEL', STEPS, f .. 'lease_until')
+redis.call('HSET', SAGA, 'recoveries', '0', 'waiting_on', '', 'updated_at', fmt(now))
 log({at = now, event = role .. '.completed', step = step, attempt = attempt})
-if role == 'action' and ARGV[7] ~= '' then
-  if redis.call('HGET', SAGA, 'status') == 'running' then
-    redis.call('HSET', SAGA, 'result', ARGV[7])
-    conclude('running', 'completed', now, retention_s, nil)
+local status = redis.call('HGET', SAGA, 'status')
+if role == 'action' then
+  if status == 'running' then
+    if ARGV[9] ~= '' then
+      redis.call('HSET', SAGA, 'result', ARGV[9])
+      conclude('running', 'completed', now, nil)
+    else
+      attention(now + HANDOFF_S)
+    end
+  elseif status == 'compensating' then
+    local c = 'compensation:' .. step .. ':status'
+    if redis.call('HGET', STEPS, c) == 'awaiting' then
+      redis.call('HSET', STEPS, c, 'pending')
+      attention(now + HANDOFF_S)
+      return 'late'
+    end
   end
 elseif role == 'compensation' then
-  maybe_conclude_compensation(now, retention_s)
+  if not maybe_conclude_compensation(now) then attention(now + HANDOFF_S) end
 end
 return 'ok'

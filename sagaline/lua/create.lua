@@ -1,14 +1,19 @@
--- Record a new saga. ARGV: prefix, id, name, correlation_id, causation_id, inputs_json,
--- plan_json. Returns 1, or 0 when a saga with this id exists already.
+-- Record a new saga. ARGV[5..]: name, correlation_id, causation_id, inputs_json, plan_json,
+-- deadline_at ('' for none). Returns 1, or 0 when a saga with this id exists already.
 if redis.call('EXISTS', SAGA) == 1 then return 0 end
 local now = now_s()
-local cid = ARGV[4]
+local cid = ARGV[6]
 redis.call('HSET', SAGA,
-  'id', ID, 'name', ARGV[3], 'status', 'running', 'correlation_id', cid,
-  'causation_id', ARGV[5], 'inputs', ARGV[6], 'plan', ARGV[7],
-  'created_at', fmt(now), 'updated_at', fmt(now), 'cursor', '-1')
+  'id', ID, 'name', ARGV[5], 'status', 'running', 'correlation_id', cid,
+  'causation_id', ARGV[7], 'inputs', ARGV[8], 'plan', ARGV[9],
+  'created_at', fmt(now), 'updated_at', fmt(now), 'cursor', '-1', 'recoveries', '0')
 redis.call('ZADD', P .. 'index:all', now, ID)
 redis.call('ZADD', P .. 'index:status:running', now, ID)
 redis.call('SADD', P .. 'index:correlation:' .. cid, ID)
-log({at = now, event = 'saga.started', saga = ARGV[3]})
+if ARGV[10] ~= '' then
+  redis.call('HSET', SAGA, 'deadline_at', ARGV[10])
+  redis.call('ZADD', P .. 'index:deadline', tonumber(ARGV[10]), ID)
+end
+attention(now + HANDOFF_S)
+log({at = now, event = 'saga.started', saga = ARGV[5]})
 return 1

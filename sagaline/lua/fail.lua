@@ -1,27 +1,53 @@
 -- Record that an attempt of a step's action or compensation failed.
--- ARGV: prefix, id, role, step, attempt (0: whichever attempt is current), error_json,
--- retry_in_s ('' when it will not be retried), retention_s.
--- Returns 'ok' or 'stale' (the attempt is no longer the current one, or already final).
-local role, step, attempt = ARGV[3], ARGV[4], tonumber(ARGV[5])
-local retry_in, retention_s = ARGV[7], tonumber(ARGV[8])
+-- ARGV[5..]: role, step, attempt (0: whichever attempt is current), error_json, retry_in_s
+-- ('' when it will not be retried).
+-- Returns 'ok'; 'stale' (the attempt is no longer the current one, or already final); or
+-- 'late' (an action that was in flight when its saga turned to compensating: it is not
+-- retried, nothing of it is undone, and the caller must enqueue the compensations left).
+local role, step, attempt = ARGV[5], ARGV[6], tonumber(ARGV[7])
+local error_json, retry_in = ARGV[8], ARGV[9]
 local f = role .. ':' .. step .. ':'
 local st = redis.call('HGET', STEPS, f .. 'status')
-if st == 'completed' or st == 'failed' then return 'stale' end
+if FINAL[st] then return 'stale' end
 if attempt > 0 and (st ~= 'running' or
     tonumber(redis.call('HGET', STEPS, f .. 'attempts') or '0') ~= attempt) then
   return 'stale'
 end
 local now = now_s()
-local error = cjson.decode(ARGV[6])
+local error = cjson.decode(error_json)
+local status = redis.call('HGET', SAGA, 'status')
 redis.call('HDEL', STEPS, f .. 'lease_until')
+if role == 'action' and status ~= 'running' then
+  redis.call('HSET', STEPS, f .. 'status', 'failed', f .. 'error', error_json,
+             f .. 'ended_at', fmt(now))
+  log({at = now, event = 'action.failed', step = step, attempt = attempt, error = error})
+  local c = 'compensation:' .. step .. ':status'
+  if redis.call('HGET', STEPS, c) == 'awaiting' then
+    redis.call('HSET', STEPS, c, 'skipped')
+    log({at = now, event = 'compensation.skipped', step = step,
+         reason = 'its action did not complete'})
+    if not maybe_conclude_compensation(now) then attention(now + HANDOFF_S) end
+    return 'late'
+  end
+  return 'stale'
+end
 if retry_in ~= '' then
-  redis.call('HSET', STEPS, f .. 'status', 'retrying', f .. 'error', ARGV[6])
+  redis.call('HSET', STEPS, f .. 'status', 'retrying', f .. 'error', error_json)
   log({at = now, event = role .. '.retrying', step = step, attempt = attempt,
        retry_in_s = tonumber(retry_in), error = error})
+  attention(now + tonumber(retry_in) + HANDOFF_S)
+  return 'ok'
+end
+redis.call('HSET', STEPS, f .. 'status', 'failed', f .. 'error', error_json,
+           f .. 'ended_at', fmt(now))
+log({at = now, event = role .. '.failed', step = step, attempt = attempt, error = error})
+if role == 'compensation' then
+  local attempts = tonumber(redis.call('HGET', STEPS, f .. 'attempts') or '0')
+  redis.call('HSET', P .. 'dead_letters', ID .. ':' .. step, cjson.encode({
+    saga_id = ID, saga = redis.call('HGET', SAGA, 'name'), step = step,
+    error = error, attempts = attempts, at = now}))
+  if not maybe_conclude_compensation(now) then attention(now + HANDOFF_S) end
 else
-  redis.call('HSET', STEPS, f .. 'status', 'failed', f .. 'error', ARGV[6],
-             f .. 'ended_at', fmt(now))
-  log({at = now, event = role .. '.failed', step = step, attempt = attempt, error = error})
-  if role == 'compensation' then maybe_conclude_compensation(now, retention_s) end
+  attention(now + HANDOFF_S)
 end
 return 'ok'

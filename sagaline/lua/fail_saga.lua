@@ -1,10 +1,9 @@
 -- The forward path failed for good: turn the saga to compensating, exactly once.
--- ARGV: prefix, id, failed_step, error_json, steps_json ([[name, has_compensation], ...] in
--- forward order), retention_s.
--- Returns {'compensate', plan_json} with the compensations to run, in order (completed
--- steps with a compensation, last first), or {'noop', status} when the saga was not running.
-local failed_step, error_json = ARGV[3], ARGV[4]
-local retention_s = tonumber(ARGV[6])
+-- ARGV[5..]: failed_step, error_json, steps_json ([[name, has_compensation], ...] in
+-- forward order).
+-- Returns {'compensate', plan_json}: the compensations, in order; or {'noop', status} when
+-- the saga was not running (another caller got there first).
+local failed_step, error_json = ARGV[5], ARGV[6]
 local status = redis.call('HGET', SAGA, 'status')
 if status ~= 'running' then return {'noop', status or 'missing'} end
 local now = now_s()
@@ -22,24 +21,8 @@ if failed_step ~= '' then
   end
 end
 move_status('running', 'compensating', now)
-redis.call('HSET', SAGA, 'failed_step', failed_step, 'error', error_json)
+redis.call('HSET', SAGA, 'failed_step', failed_step, 'error', error_json, 'recoveries', '0')
 log({at = now, event = 'saga.failed', step = failed_step, error = cjson.decode(error_json)})
-local steps = cjson.decode(ARGV[5])
-local plan = {}
-for i = #steps, 1, -1 do
-  local name, has_compensation = steps[i][1], steps[i][2]
-  if redis.call('HGET', STEPS, 'action:' .. name .. ':status') == 'completed' then
-    if has_compensation then
-      table.insert(plan, name)
-      redis.call('HSET', STEPS, 'compensation:' .. name .. ':status', 'pending')
-    else
-      log({at = now, event = 'compensation.skipped', step = name,
-           reason = 'the step declares no compensation'})
-    end
-  end
-end
-local plan_json = '[]'
-if #plan > 0 then plan_json = cjson.encode(plan) end
-redis.call('HSET', SAGA, 'compensation_plan', plan_json)
-if #plan == 0 then maybe_conclude_compensation(now, retention_s) end
-return {'compensate', plan_json}
+local plan = plan_rollback(ARGV[7], now)
+if not maybe_conclude_compensation(now) then attention(now + HANDOFF_S) end
+return {'compensate', encode_list(plan)}

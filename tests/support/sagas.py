@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from sagaline import NO_RETRY, Const, FromInput, RetryPolicy, Saga, Step
 
-from .steps import fail, fail_undo, sleep, succeed, undo
+from .steps import fail, fail_undo, sleep, slow_undo, succeed, undo, work
 
 
 class Tagged(BaseModel):
@@ -50,4 +50,46 @@ slow_start = Saga(
     ],
 )
 
-TEST_SAGAS = [undo_fails, too_slow, slow_start]
+cancellable = Saga(
+    "t_cancellable",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=undo, args=TAG),
+        Step("long", work, compensation=undo, args={**TAG, "seconds": Const(10)}),
+        Step("after", succeed, compensation=undo, args=TAG),
+    ],
+)
+
+not_cooperative = Saga(
+    "t_not_cooperative",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=undo, args=TAG),
+        Step("slow", sleep, compensation=undo, args={**TAG, "seconds": Const(1.5)}),
+        Step("after", succeed, compensation=undo, args=TAG),
+    ],
+)
+
+slow_rollback = Saga(
+    "t_slow_rollback",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=slow_undo, args=TAG,
+             compensation_args={**TAG, "seconds": Const(3)}),
+        Step("second", fail, args=TAG, retry=NO_RETRY),
+    ],
+)
+
+with_deadline = Saga(
+    "t_with_deadline",
+    inputs=Tagged,
+    deadline=timedelta(seconds=1),
+    steps=[
+        Step("first", succeed, compensation=undo, args=TAG),
+        Step("slow", sleep, compensation=undo, args={**TAG, "seconds": Const(3)}),
+        Step("after", succeed, compensation=undo, args=TAG),
+    ],
+)
+
+TEST_SAGAS = [undo_fails, too_slow, slow_start, cancellable, not_cooperative, slow_rollback,
+              with_deadline]

@@ -71,3 +71,24 @@ def sleep(ctx: StepContext, tag: str, seconds: float) -> dict[str, Any]:
     time.sleep(seconds)
     note(tag, f"{ctx.step}:end")
     return {"slept": seconds}
+
+
+@saga_task("testing.work")
+def work(ctx: StepContext, tag: str, seconds: float) -> dict[str, Any]:
+    """Work for ``seconds`` in small units, stopping early when the saga is cancelled."""
+    note(tag, f"{ctx.step}:start")
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        ctx.raise_if_cancelled()
+        time.sleep(0.05)
+    note(tag, f"{ctx.step}:end")
+    return {"worked": seconds}
+
+
+@saga_task("testing.slow_undo")
+def slow_undo(ctx: StepContext, tag: str, seconds: float) -> dict[str, Any]:
+    """A compensation that takes ``seconds``, noting its start and end."""
+    note(tag, f"{ctx.step}:undo:start")
+    time.sleep(seconds)
+    note(tag, f"{ctx.step}:undo:end")
+    return {"undone": ctx.step}

@@ -1,0 +1,30 @@
+-- The sweep takes one due saga: claim the look (so two sweepers never both drive it) and
+-- count it. ARGV[5..]: max_recoveries.
+-- Returns {'final'} (it ended: dropped from the index), {'not_due'} (another sweeper or
+-- progress moved it), {'alive', seconds} (its running attempt still holds a live lease),
+-- or {'recover', status, recoveries, exhausted ('1' when it was recovered too often without
+-- progress)}.
+local max_recoveries = tonumber(ARGV[5])
+local status = redis.call('HGET', SAGA, 'status')
+local now = now_s()
+if status ~= 'running' and status ~= 'compensating' then
+  redis.call('ZREM', ACTIVE, ID)
+  return {'final'}
+end
+local due = tonumber(redis.call('ZSCORE', ACTIVE, ID) or '0')
+if due > now then return {'not_due'} end
+local waiting = redis.call('HGET', SAGA, 'waiting_on') or ''
+if waiting ~= '' then
+  local lease = tonumber(redis.call('HGET', STEPS, waiting .. ':lease_until') or '0')
+  if redis.call('HGET', STEPS, waiting .. ':status') == 'running' and lease > now then
+    attention(lease)
+    return {'alive', fmt(lease - now)}
+  end
+end
+local recoveries = redis.call('HINCRBY', SAGA, 'recoveries', 1)
+-- Space recoveries of one saga out: a saga that is merely slow is not flooded with copies.
+attention(now + math.min(HANDOFF_S * 2 ^ (recoveries - 1), 3600))
+log({at = now, event = 'saga.recovering', waiting_on = waiting, recovery = recoveries})
+local exhausted = '0'
+if recoveries > max_recoveries then exhausted = '1' end
+return {'recover', status, recoveries, exhausted}

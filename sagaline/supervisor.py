@@ -1,0 +1,269 @@
+"""Supervision: cancel, resume and recover sagas, as Thunderline's saga Supervisor does.
+
+The recovery sweep (run by Celery beat, and by ``sagaline recover``) looks only at sagas
+whose attention time has passed (``index:active``) or whose deadline has, so its cost grows
+with the sagas that need it, not with every saga ever run. For each:
+
+1. Past its deadline: stop it like a cancel, but it ends ``compensated``, its error a
+   :class:`DeadlineExceededError`.
+2. Claim the look atomically (two sweepers never drive the same saga); a saga whose running
+   attempt still renews its lease is left alone.
+3. Running: re-enqueue the forward chain from the first step not completed (claims make a
+   duplicate harmless). If that step failed for good but the errback was lost, or the saga
+   was recovered too often without progress, fail it and compensate.
+4. Compensating: re-enqueue the compensations left; an awaited action whose worker was lost
+   makes its compensation due; a compensation recovered too often is marked failed (and
+   dead-lettered) so the others go on.
+
+A saga in a final state is never driven again; recoveries of one saga are spaced out
+exponentially and capped, so a dead saga is never picked up forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from . import _celery
+from ._runtime import describe_error
+from .errors import DeadlineExceededError, RecoveryExhaustedError, SagaNotFoundError, StateError
+from .record import DeadLetter, SagaRun
+from .saga import Saga
+from .status import Role, SagaStatus, StepStatus
+
+if TYPE_CHECKING:
+    from .engine import Sagaline
+
+log = logging.getLogger("sagaline.supervisor")
+
+
+class StuckSaga(BaseModel):
+    """A saga past its attention time or deadline: what ``sagaline stuck`` lists."""
+
+    saga_id: str
+    """The run."""
+    name: str
+    """The saga's name."""
+    status: SagaStatus
+    """Running or compensating."""
+    waiting_on: str | None
+    """The operation it waits on, if any."""
+    overdue_s: float
+    """Seconds past its attention time (or deadline)."""
+    deadline_at: datetime | None
+    """Its deadline, if any."""
+    recoveries: int
+    """How often it was recovered since its last progress."""
+
+
+class Supervisor:
+    """Operations on running sagas; reached as ``engine.supervisor``."""
+
+    def __init__(self, engine: Sagaline) -> None:
+        """Supervise the sagas of ``engine``."""
+        self.engine = engine
+
+    # -- asking ---------------------------------------------------------------------------
+
+    def list_active(self) -> list[SagaRun]:
+        """Every saga not yet final (running or compensating)."""
+        return self._runs(self.engine.store.active_ids())
+
+    def stuck(self) -> list[StuckSaga]:
+        """Sagas past their attention time or deadline, most overdue first."""
+        store = self.engine.store
+        now = datetime.now(UTC)
+        ids = list(dict.fromkeys([*store.past_deadline(1000), *store.due(1000)]))
+        stuck = []
+        for run in self._runs(ids):
+            due = store.client.zscore(f"{store.prefix}index:active", run.saga_id)
+            since = run.deadline_at if run.deadline_at and run.deadline_at < now else None
+            reference = since or (datetime.fromtimestamp(float(due), UTC) if due else now)
+            stuck.append(StuckSaga(
+                saga_id=run.saga_id, name=run.name, status=run.status,
+                waiting_on=run.waiting_on, overdue_s=(now - reference).total_seconds(),
+                deadline_at=run.deadline_at, recoveries=run.recoveries,
+            ))
+        return sorted(stuck, key=lambda s: -s.overdue_s)
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Compensations that gave up, oldest first."""
+        return self.engine.store.dead_letters()
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def cancel(self, saga_id: str, reason: str = "cancelled by request") -> SagaStatus:
+        """Cancel a running saga.
+
+        No new step starts, a queued step is revoked, a running one is asked to stop, and
+        every completed step is compensated in reverse. A saga that is already final (or
+        compensating) is left as it is.
+
+        Returns:
+            The saga's status after the request (``cancelled`` at once when nothing needs
+            undoing; ``compensating`` while the undo runs).
+
+        Raises:
+            SagaNotFoundError: No such saga is recorded.
+        """
+        error: dict[str, object] = {"type": "sagaline.errors.SagaCancelledError",
+                                    "message": reason,
+                 "step": None, "details": {}}
+        self._abort(saga_id, "cancelled", error)
+        status = self.engine.store.status(saga_id)
+        if status is None:
+            raise SagaNotFoundError(f"no saga {saga_id!r} is recorded")
+        return status
+
+    def stop(self, correlation_id: str, reason: str = "stopped by correlation id"
+             ) -> dict[str, SagaStatus]:
+        """Cancel every unfinished saga of one business flow; their statuses after."""
+        return {
+            saga_id: self.cancel(saga_id, reason)
+            for saga_id in self.engine.store.ids_for_correlation(correlation_id)
+            if self.engine.store.status(saga_id) in (SagaStatus.RUNNING,)
+        }
+
+    # -- driving on -------------------------------------------------------------------------
+
+    def recover(self, limit: int = 100) -> dict[str, int]:
+        """One sweep: stop sagas past their deadline, drive on the others that are due.
+
+        Returns how many sagas had each outcome.
+        """
+        counts: Counter[str] = Counter()
+        store = self.engine.store
+        for saga_id in store.past_deadline(limit):
+            error = describe_error(DeadlineExceededError("the saga ran past its deadline",
+                                                         saga_id=saga_id), step="")
+            if self._abort(saga_id, "deadline", error) is None:
+                store.client.zrem(f"{store.prefix}index:deadline", saga_id)
+            counts["deadline"] += 1
+        for saga_id in store.due(limit):
+            counts[self._recover_one(saga_id)] += 1
+        if counts:
+            log.info("recovery sweep: %s", dict(counts))
+        return dict(counts)
+
+    def resume(self, saga_id: str) -> str:
+        """Drive one unfinished saga on now, whatever its attention time says."""
+        store = self.engine.store
+        if not store.client.zadd(f"{store.prefix}index:active", {saga_id: 0}, xx=True):
+            status = store.status(saga_id)
+            if status is None:
+                raise SagaNotFoundError(f"no saga {saga_id!r} is recorded")
+            return f"not resumed: it is {status.value}"
+        return self._recover_one(saga_id)
+
+    def retry_compensation(self, saga_id: str) -> list[str]:
+        """Undo what a ``compensation_failed`` saga left, once an operator fixed the cause.
+
+        Only the compensations that failed run again; the saga ends ``compensated`` (or
+        ``cancelled``) when they succeed. Returns the compensations retried.
+
+        Raises:
+            StateError: The saga is not ``compensation_failed``.
+        """
+        plan = self.engine.store.reopen(saga_id)
+        if plan is None:
+            status = self.engine.store.status(saga_id)
+            raise StateError(
+                f"saga {saga_id} is {status.value if status else 'not recorded'}; only a "
+                "compensation_failed saga can retry its compensations"
+            )
+        self.engine.continue_rollback(saga_id)
+        return plan
+
+    # -- inside ---------------------------------------------------------------------------
+
+    def _runs(self, ids: list[str]) -> list[SagaRun]:
+        runs = []
+        for saga_id in ids:
+            try:
+                runs.append(self.engine.get(saga_id))
+            except SagaNotFoundError:
+                continue
+        return runs
+
+    def _saga_of(self, saga_id: str) -> Saga | None:
+        name = self.engine.store.client.hget(self.engine.store.saga_keys(saga_id)[0], "name")
+        return self.engine.registry.get(str(name)) if name else None
+
+    def _abort(self, saga_id: str, reason: str, error: Mapping[str, object]
+               ) -> list[str] | None:
+        saga = self._saga_of(saga_id)
+        if saga is None:
+            raise SagaNotFoundError(f"no saga {saga_id!r} is recorded")
+        store = self.engine.store
+        plan = store.abort(saga_id, reason=reason, error=dict(error),
+                           table=saga.compensation_table())
+        if plan is None:
+            return None
+        cursor = int(store.client.hget(store.saga_keys(saga_id)[0], "cursor") or -1)
+        queued = _celery.forward_task_ids(saga, saga_id, start_at=max(cursor + 1, 0))
+        if queued:
+            self.engine.app.control.revoke(queued)
+        log.warning("[saga %s] %s: %s; compensating %s", saga_id, reason, error["message"],
+                    ", ".join(plan) or "nothing")
+        self.engine.continue_rollback(saga_id)
+        return plan
+
+    def _recover_one(self, saga_id: str) -> str:
+        store = self.engine.store
+        reply = store.claim_recovery(saga_id, self.engine.max_recoveries)
+        if reply[0] != "recover":
+            return reply[0]
+        exhausted = reply[3] == "1"
+        try:
+            run = self.engine.get(saga_id)
+        except SagaNotFoundError:
+            return "missing"
+        saga = self.engine.registry.get(run.name)
+        log.warning("[saga %s] recovering %s (%s, recovery %s)", saga_id, run.name,
+                    run.status.value, reply[2])
+        if run.status is SagaStatus.RUNNING:
+            return self._drive_forward(run, saga, exhausted)
+        return self._drive_rollback(run, exhausted)
+
+    def _drive_forward(self, run: SagaRun, saga: Saga, exhausted: bool) -> str:
+        store = self.engine.store
+        pending = next((s for s in run.steps if s.status is not StepStatus.COMPLETED), None)
+        if pending is None:
+            return "noop"
+        if pending.status is not StepStatus.FAILED and not exhausted:
+            start_at = saga.index_of(pending.name)
+            _celery.forward_chain(self.engine, saga, run.saga_id, start_at).apply_async()
+            return "resumed"
+        error = describe_error(RecoveryExhaustedError(
+            f"{pending.name} made no progress after {self.engine.max_recoveries} recoveries",
+            saga_id=run.saga_id, step=pending.name), step=pending.name)
+        if pending.status is not StepStatus.FAILED:
+            store.fail(run.saga_id, Role.ACTION, pending.name, attempt=0, error=error,
+                       retry_in_s=None)
+        store.fail_saga(run.saga_id, failed_step=pending.name, error=error,
+                        table=saga.compensation_table())
+        self.engine.continue_rollback(run.saga_id)
+        return "failed"
+
+    def _drive_rollback(self, run: SagaRun, exhausted: bool) -> str:
+        store = self.engine.store
+        awaited = [s.name for s in run.steps
+                   if s.compensation and s.compensation.status is StepStatus.AWAITING]
+        for name in awaited:
+            store.release_awaited(run.saga_id, name)
+        if exhausted and not awaited:
+            left, _ = store.compensations_left(run.saga_id)
+            if left:
+                error = describe_error(RecoveryExhaustedError(
+                    f"compensation of {left[0]} made no progress after "
+                    f"{self.engine.max_recoveries} recoveries", saga_id=run.saga_id,
+                    step=left[0]), step=left[0])
+                store.fail(run.saga_id, Role.COMPENSATION, left[0], attempt=0, error=error,
+                           retry_in_s=None)
+        self.engine.continue_rollback(run.saga_id)
+        return "rollback_resumed"
