@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from sagaline import SagaStatus, Sagaline
+from sagaline import Sagaline, SagaStatus
 from tasks.db import database
 from tasks.travel import Booking, Resource
 
