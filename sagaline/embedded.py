@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .errors import SagaError
 
@@ -98,7 +100,9 @@ class EmbeddedRedis:
         """Shut the server down (saving its append-only file), if it runs."""
         if not self.is_running():
             return
-        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=5.0)
+        # No retries: the server closing the connection as it exits is the success.
+        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=5.0,
+                             retry=Retry(NoBackoff(), 0))
         try:
             client.shutdown(nosave=not self.appendonly)
         except redis.ConnectionError:

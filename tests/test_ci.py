@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -34,9 +35,16 @@ def test_ci_fails_on_a_fresh_clone_when_a_test_fails(tmp_path: Path) -> None:
     (clone / "tests" / "test_fails_on_purpose.py").write_text(
         '"""A test that fails."""\n\n\ndef test_fails() -> None:\n    assert 1 == 2\n'
     )
+    # A virtual env for the clone that reuses this one's programs, already "installed"
+    # for the clone's pyproject.toml, so dev.py neither installs nor touches this env.
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / "bin").symlink_to(Path(sys.prefix) / "bin")
+    digest = hashlib.sha256((clone / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    (venv / f".sagaline-installed-{digest}").touch()
     env = {
         **os.environ,
-        "SAGALINE_VENV": str(Path(sys.prefix)),
+        "SAGALINE_VENV": str(venv),
         "PYTEST_ADDOPTS": "tests/test_fails_on_purpose.py -p no:cacheprovider",
     }
     result = subprocess.run(["bash", ".ci/run"], cwd=clone, env=env, capture_output=True,

@@ -1,0 +1,259 @@
+"""The ``sagaline`` command line, run as a real process against the tests' Redis and worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sagaline import EmbeddedRedis, Sagaline
+from tasks.db import database
+from tasks.inventory import Product
+from tasks.orders import Customer
+from tasks.payments import Account
+from tests.conftest import DATA_DIR, ROOT, stop_worker
+from tests.support.app import app as test_app
+
+ORDER_STEPS = ["create_order", "reserve_inventory", "process_payment", "create_shipment",
+               "confirm_order"]
+
+
+def sagaline(*args: str, env: dict[str, str] | None = None,
+             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sagaline.cli --app tests.support.app ARGS`` in the project folder."""
+    return subprocess.run(
+        [sys.executable, "-m", "sagaline.cli", "--app", "tests.support.app", *args],
+        cwd=ROOT, env=env or {**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def fresh_shop(stock: int = 10, balance_cents: int = 10_000) -> tuple[str, str]:
+    """A customer and a product of this test's own."""
+    suffix = uuid.uuid4().hex[:8]
+    customer, product = f"CUST-{suffix}", f"PROD-{suffix}"
+    with database.session() as session:
+        session.add(Customer(id=customer, name="CLI Customer"))
+        session.add(Account(customer_id=customer, balance_cents=balance_cents))
+        session.add(Product(id=product, stock=stock))
+    return customer, product
+
+
+def order_input(customer: str, product: str, quantity: int = 1, total: str = "20.00") -> str:
+    return json.dumps({"customer_id": customer, "total_amount": total,
+                       "items": [{"product_id": product, "quantity": quantity}]})
+
+
+def run_order(quantity: int = 1, total: str = "20.00") -> subprocess.CompletedProcess[str]:
+    customer, product = fresh_shop()
+    return sagaline("run", "order_processing", "--input", order_input(customer, product,
+                    quantity, total), "--wait", "--timeout", "30", "--json")
+
+
+@pytest.fixture(scope="module")
+def completed(worker: Any) -> dict[str, Any]:
+    """The JSON ``run --wait --json`` printed for an order that completed."""
+    result = run_order()
+    assert result.returncode == 0, result.stderr
+    summary: dict[str, Any] = json.loads(result.stdout)
+    return summary
+
+
+def test_help_needs_no_app_and_no_redis() -> None:
+    """``sagaline --help`` works even when the app module does not exist."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sagaline.cli", "--app", "no_such_app", "--help"], cwd=ROOT,
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0
+    assert all(command in result.stdout for command in ("worker", "run", "status", "list",
+                                                         "demo"))
+
+
+def test_run_wait_json_prints_the_completed_saga_and_exits_0(completed: dict[str, Any]) -> None:
+    """An order that goes through prints its summary JSON, completed, and exits 0."""
+    assert completed["status"] == "completed"
+    assert completed["name"] == "order_processing"
+    assert uuid.UUID(completed["saga_id"]) and uuid.UUID(completed["correlation_id"])
+    assert set(completed["result"]) == {"order_id", "payment_id", "shipment_id"}
+    assert completed["error"] is None
+    assert completed["compensations"] == []
+    assert [(s["name"], s["status"], s["attempts"]) for s in completed["steps"]] == [
+        (name, "completed", 1) for name in ORDER_STEPS
+    ]
+
+
+def test_run_of_an_order_over_the_balance_exits_1_with_its_compensations_in_order(
+    worker: Any,
+) -> None:
+    """A payment over the balance compensates the order, and the command exits 1."""
+    result = run_order(total="999.99")
+
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "compensated"
+    assert summary["failed_step"] == "process_payment"
+    assert summary["compensations"] == ["release_inventory", "cancel_order"]
+    assert "999.99 asked" in summary["error"]["message"]
+
+
+def test_run_without_wait_prints_the_started_saga_and_exits_0(
+    worker: Any, engine: Sagaline
+) -> None:
+    """Without --wait the command returns at once with the saga's ids."""
+    customer, product = fresh_shop()
+    given = str(uuid.uuid4())
+    result = sagaline("run", "order_processing", "--input", order_input(customer, product),
+                      "--correlation-id", given, "--json")
+
+    assert result.returncode == 0, result.stderr
+    started = json.loads(result.stdout)
+    assert started["correlation_id"] == given
+    assert engine.wait(started["saga_id"], 30).status == "completed"
+
+
+def test_invalid_input_exits_2_naming_the_field_and_records_nothing(engine: Sagaline) -> None:
+    """A quantity of 0 is refused with the field's path, and no saga is recorded."""
+    before = engine.store.list_ids(limit=1000)
+    customer, product = fresh_shop()
+
+    result = sagaline("run", "order_processing", "--input",
+                      order_input(customer, product, quantity=0), "--wait")
+
+    assert result.returncode == 2
+    assert "items.0.quantity" in result.stderr
+    assert result.stdout == ""
+    assert engine.store.list_ids(limit=1000) == before
+
+
+@pytest.mark.parametrize("given", ["{not json", "[1, 2]"])
+def test_input_that_is_not_a_json_object_exits_2(given: str) -> None:
+    """Inputs must be a JSON object."""
+    result = sagaline("run", "order_processing", "--input", given)
+    assert result.returncode == 2
+    assert "--input" in result.stderr
+
+
+def test_an_unknown_saga_exits_2_naming_the_known_ones() -> None:
+    """Starting a saga nobody registered is bad usage; the message lists the known sagas."""
+    result = sagaline("run", "no_such_saga", "--input", "{}")
+    assert result.returncode == 2
+    assert "no_such_saga" in result.stderr and "order_processing" in result.stderr
+
+
+def test_a_correlation_id_that_is_not_a_uuid_exits_2() -> None:
+    """A malformed correlation id is refused before anything is recorded."""
+    customer, product = fresh_shop()
+    result = sagaline("run", "order_processing", "--input", order_input(customer, product),
+                      "--correlation-id", "order-42")
+    assert result.returncode == 2
+    assert "not a UUID" in result.stderr
+
+
+def test_status_json_round_trips_what_run_printed(completed: dict[str, Any]) -> None:
+    """``status ID --json`` prints the same summary ``run --wait --json`` did."""
+    result = sagaline("status", completed["saga_id"], "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == completed
+
+
+def test_status_shows_the_steps_in_a_table(completed: dict[str, Any]) -> None:
+    """Without --json, status shows the saga and each step with its status."""
+    result = sagaline("status", completed["saga_id"])
+    assert result.returncode == 0, result.stderr
+    assert completed["saga_id"] in result.stdout
+    assert all(name in result.stdout for name in ORDER_STEPS)
+
+
+def test_status_of_an_unknown_id_exits_1() -> None:
+    """An id nobody recorded is reported as not found."""
+    result = sagaline("status", str(uuid.uuid4()))
+    assert result.returncode == 1
+    assert "no saga" in result.stderr
+
+
+def test_list_completed_json_contains_a_saga_just_completed(completed: dict[str, Any]) -> None:
+    """``list --status completed --json`` includes the order that just completed."""
+    result = sagaline("list", "--status", "completed", "--limit", "50", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert completed["saga_id"] in [s["saga_id"] for s in listed]
+    assert {s["status"] for s in listed} == {"completed"}
+
+
+def test_list_with_an_unknown_status_exits_2_naming_the_allowed_ones() -> None:
+    """A status that does not exist is bad usage; the message names the real ones."""
+    result = sagaline("list", "--status", "bogus")
+    assert result.returncode == 2
+    assert "compensated" in result.stderr and "running" in result.stderr
+
+
+def test_the_worker_command_runs_a_worker_that_answers_a_ping(engine: Sagaline) -> None:
+    """``sagaline worker`` becomes a Celery worker of the app, stopped warmly by SIGTERM."""
+    node = f"cli-{uuid.uuid4().hex[:8]}"
+    with open(DATA_DIR / f"{node}.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sagaline.cli", "--app", "tests.support.app", "worker",
+             "-c", "1", "-l", "warning", "-Q", f"{node}-queue", "-n", f"{node}@%h"],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not any(node in host for reply in test_app.control.ping(timeout=0.5)
+                      for host in reply):
+            assert process.poll() is None, f"the worker exited; see {log.name}"
+            assert time.monotonic() < deadline, f"no answer; see {log.name}"
+    finally:
+        stop_worker(process)
+    assert process.returncode == 0
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of running processes that contain ``text`` (Linux /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in line:
+            found.append(line)
+    return found
+
+
+def test_demo_on_a_fresh_data_dir_runs_every_scenario_and_stops_what_it_started(
+    tmp_path: Path,
+) -> None:
+    """``sagaline demo`` with nothing configured starts its own Redis and worker, prints
+    each step and compensation as it happens, and stops both at the end.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAGALINE_")}
+    env.update(PYTHONPATH=str(ROOT), SAGALINE_DATA_DIR=str(tmp_path))
+
+    result = subprocess.run([sys.executable, "-m", "sagaline.cli", "demo"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "4 of 4 scenarios ended as expected" in out
+    live = ["✗ process_payment failed: CUST-123: 999.99 asked",
+            "↺ release_inventory (compensation) completed",
+            "↺ cancel_order (compensation) completed",
+            "✗ rent_car failed", "↺ cancel_hotel (compensation) completed",
+            "↺ cancel_flight (compensation) completed"]
+    positions = [out.find(line) for line in live]
+    assert -1 not in positions and positions == sorted(positions), out
+    assert "compensations, in order: release_inventory, cancel_order" in out
+    assert "compensations, in order: cancel_hotel, cancel_flight" in out
+    assert not EmbeddedRedis(tmp_path / "redis").is_running()
+    node = next(w for w in out.split() if w.startswith("demo-"))
+    assert processes_mentioning(node) == []
