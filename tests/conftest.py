@@ -6,6 +6,8 @@ what a test needs is started here.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+HOST = socket.gethostname()
 DATA_DIR = Path(tempfile.mkdtemp(prefix="sagaline-tests-"))
 
 # Settings are read once, at import: fix them before anything imports config.
@@ -93,6 +96,40 @@ def worker(engine: Sagaline) -> Iterator[subprocess.Popen[bytes]]:
     process = start_worker("main", concurrency=2)
     yield process
     stop_worker(process)
+
+
+@pytest.fixture
+def main_worker_paused(worker: subprocess.Popen[bytes]) -> Iterator[None]:
+    """The session worker stops taking messages for the test (tests that start their own
+    workers, to kill them, need every message to go to those)."""
+    test_app.control.cancel_consumer("celery", destination=[f"main@{HOST}"], reply=True,
+                                     timeout=5)
+    # A fetch (BRPOP, 1 s) begun before the cancel may still take one message, and put it
+    # back: let it run out before the test relies on the queue.
+    time.sleep(1.5)
+    yield
+    test_app.control.add_consumer("celery", destination=[f"main@{HOST}"], reply=True,
+                                  timeout=5)
+
+
+def start_beat() -> subprocess.Popen[bytes]:
+    """A real ``celery beat``: it sends the recovery sweep every second."""
+    log = open(DATA_DIR / "beat.log", "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.support.app", "beat", "-l", "info",
+         "-s", str(DATA_DIR / "beat-schedule")],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
+    )
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process and every child of it: a machine's worth of crash."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 @pytest.fixture(autouse=True)
