@@ -187,6 +187,40 @@ def test_a_saga_whose_chain_message_was_deleted_is_found_by_beat_and_finished(
     assert [t.event for t in run.log].count("saga.recovering") == 1
 
 
+def test_a_long_step_keeps_its_lease_by_heartbeat_and_is_never_taken_over(
+    engine: Sagaline, calls: object
+) -> None:
+    """A 5 s step under a 2 s lease, with the sweep running all along: the heartbeat renews
+    the lease, so the sweep never recovers the saga and the step runs once."""
+    handle = engine.start("t_long_step", {"tag": calls.tag})  # type: ignore[attr-defined]
+    wait_until(lambda: "long:start" in calls.read())  # type: ignore[attr-defined]
+
+    run = sweep_until_final(engine, handle.saga_id)
+
+    assert run.status is SagaStatus.COMPLETED
+    assert run.step("long").attempts == 1
+    assert not any(t.event == "saga.recovering" for t in run.log)
+    assert calls.read() == ["long:start", "long:end"]  # type: ignore[attr-defined]
+
+
+def test_stuck_lists_a_saga_past_its_hand_off_with_the_step_it_waits_on(
+    engine: Sagaline, calls: object, main_worker_paused: None
+) -> None:
+    """With no worker taking messages, a started saga waits on its first step; once the
+    hand-off time passed, ``stuck`` lists it."""
+    handle = engine.start("t_slow_start", {"tag": calls.tag})  # type: ignore[attr-defined]
+    assert handle.saga_id not in [s.saga_id for s in engine.supervisor.stuck()]
+    time.sleep(5.5)
+
+    stuck = {s.saga_id: s for s in engine.supervisor.stuck()}
+
+    assert handle.saga_id in stuck
+    assert stuck[handle.saga_id].status is SagaStatus.RUNNING
+    assert stuck[handle.saga_id].waiting_on == "action:slow"
+    assert stuck[handle.saga_id].overdue_s > 0
+    engine.cancel(handle.saga_id)
+
+
 # -- killed workers ---------------------------------------------------------------------------
 
 

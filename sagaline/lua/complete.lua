@@ -25,6 +25,13 @@ if role == 'action' then
       redis.call('HSET', SAGA, 'result', ARGV[9])
       conclude('running', 'completed', now, nil)
     else
+      -- The saga now waits for the next step's message.
+      local plan = decode_list(redis.call('HGET', SAGA, 'plan'))
+      for i, name in ipairs(plan) do
+        if name == step and plan[i + 1] then
+          redis.call('HSET', SAGA, 'waiting_on', 'action:' .. plan[i + 1])
+        end
+      end
       attention(now + HANDOFF_S)
     end
   elseif status == 'compensating' then

@@ -14,6 +14,8 @@ if ARGV[10] ~= '' then
   redis.call('HSET', SAGA, 'deadline_at', ARGV[10])
   redis.call('ZADD', P .. 'index:deadline', tonumber(ARGV[10]), ID)
 end
+local plan = decode_list(ARGV[9])
+if #plan > 0 then redis.call('HSET', SAGA, 'waiting_on', 'action:' .. plan[1]) end
 attention(now + HANDOFF_S)
 log({at = now, event = 'saga.started', saga = ARGV[5]})
 return 1

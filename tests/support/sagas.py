@@ -91,5 +91,11 @@ with_deadline = Saga(
     ],
 )
 
-TEST_SAGAS = [undo_fails, too_slow, slow_start, cancellable, not_cooperative, slow_rollback,
+long_step = Saga(
+    "t_long_step",
+    inputs=Tagged,
+    steps=[Step("long", sleep, args={**TAG, "seconds": Const(5)})],
+)
+
+TEST_SAGAS = [long_step, undo_fails, too_slow, slow_start, cancellable, not_cooperative, slow_rollback,
               with_deadline]
