@@ -46,6 +46,7 @@ _STATUS_STYLES = {
     SagaStatus.RUNNING: "cyan", SagaStatus.COMPENSATING: "yellow",
     SagaStatus.COMPLETED: "green", SagaStatus.COMPENSATED: "yellow",
     SagaStatus.COMPENSATION_FAILED: "bold red", SagaStatus.FAILED: "red",
+    SagaStatus.CANCELLED: "magenta",
 }
 
 cli = typer.Typer(
@@ -338,6 +339,8 @@ def _demo(project: Project) -> bool:
 
 def main() -> None:
     """Run the command line; Sagaline's and Redis's errors become messages and exit codes."""
+    from . import cli_supervise  # noqa: F401 - registers the supervision commands
+
     try:
         cli()
     except _USAGE_ERRORS as error:
@@ -352,4 +355,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the importable module's main, on whose ``cli`` the supervision commands register.
+    from sagaline.cli import main as _main
+
+    _main()

@@ -5,6 +5,7 @@ what a test needs is started here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -101,7 +102,8 @@ def worker(engine: Sagaline) -> Iterator[subprocess.Popen[bytes]]:
 @pytest.fixture
 def main_worker_paused(worker: subprocess.Popen[bytes]) -> Iterator[None]:
     """The session worker stops taking messages for the test (tests that start their own
-    workers, to kill them, need every message to go to those)."""
+    workers, to kill them, need every message to go to those).
+    """
     test_app.control.cancel_consumer("celery", destination=[f"main@{HOST}"], reply=True,
                                      timeout=5)
     # A fetch (BRPOP, 1 s) begun before the cancel may still take one message, and put it
@@ -125,10 +127,8 @@ def start_beat() -> subprocess.Popen[bytes]:
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL a process and every child of it: a machine's worth of crash."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait()
 
 

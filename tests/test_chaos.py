@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from sagaline import SagaRun, SagaStatus, Sagaline
+from sagaline import Sagaline, SagaRun, SagaStatus
 from tasks.db import database
 from tasks.inventory import Product, Reservation
 from tasks.orders import Order
@@ -34,9 +34,10 @@ def wait_all_final(engine: Sagaline, ids: list[str], timeout: float) -> list[Sag
 def check_books(runs: list[SagaRun], customer: str, product: str, stock: int,
                 balance: int) -> None:
     """Every effect matches the outcomes: applied once for each completed saga, undone for
-    each compensated one, never twice, never left behind."""
+    each compensated one, never twice, never left behind.
+    """
     completed = [r for r in runs if r.status is SagaStatus.COMPLETED]
-    spent = sum(int(round(float(r.inputs["total_amount"]) * 100)) for r in completed)
+    spent = sum(round(float(r.inputs["total_amount"]) * 100) for r in completed)
     taken = sum(r.inputs["items"][0]["quantity"] for r in completed)
     with database.session() as session:
         assert session.get(Product, product).stock == stock - taken  # type: ignore[union-attr]
@@ -64,7 +65,8 @@ def check_books(runs: list[SagaRun], customer: str, product: str, stock: int,
 def test_a_hundred_orders_survive_workers_killed_at_random(engine: Sagaline) -> None:
     """100 order sagas; a worker (all its processes) is SIGKILLed at random moments four
     times and a new one started each time; beat runs the recovery sweep. Every saga ends,
-    none is missing, and the rows show each effect applied once or undone."""
+    none is missing, and the rows show each effect applied once or undone.
+    """
     customer, product = fresh_shop(stock=170, balance_cents=1_000_000)
     rng = random.Random(7)
     beat = start_beat()
@@ -112,7 +114,8 @@ def test_a_redis_restart_in_the_middle_of_fifty_sagas_loses_none(
 ) -> None:
     """The embedded Redis (append-only file on) is shut down and started again while 50
     order sagas run; workers reconnect, beat's sweep drives on what was in flight, and all
-    50 end in a final state with the books balanced."""
+    50 end in a final state with the books balanced.
+    """
     if not STARTED_EMBEDDED:
         pytest.fail("this test restarts the embedded Redis; unset SAGALINE_REDIS_URL")
     customer, product = fresh_shop(stock=200, balance_cents=1_000_000)
@@ -135,7 +138,7 @@ def test_a_redis_restart_in_the_middle_of_fifty_sagas_loses_none(
             try:
                 engine.app.control.ping(timeout=0.5)
                 break
-            except Exception:  # noqa: BLE001 - a dead pooled connection, dropped by the try
+            except Exception:
                 continue
 
     assert len(runs) == 50

@@ -257,3 +257,60 @@ def test_demo_on_a_fresh_data_dir_runs_every_scenario_and_stops_what_it_started(
     assert not EmbeddedRedis(tmp_path / "redis").is_running()
     node = next(w for w in out.split() if w.startswith("demo-"))
     assert processes_mentioning(node) == []
+
+
+# -- supervision --------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("worker")
+def test_cancel_stops_a_running_saga_and_waits_for_its_undo(engine: Sagaline) -> None:
+    """``sagaline cancel ID --wait`` exits 0 once the saga is cancelled and undone."""
+    handle = engine.start("t_cancellable", {"tag": f"cli-{uuid.uuid4().hex}"})
+    deadline = time.monotonic() + 20
+    while handle.get().waiting_on != "action:long" and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    result = sagaline("cancel", handle.saga_id, "--wait", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"saga_id": handle.saga_id, "status": "cancelled"}
+    assert engine.get(handle.saga_id).compensations == ["undo"]
+
+
+@pytest.mark.usefixtures("worker")
+def test_cancel_of_a_finished_saga_exits_1_and_changes_nothing(engine: Sagaline) -> None:
+    run = engine.start("t_slow_start", {"tag": f"cli-{uuid.uuid4().hex}"}).wait(30)
+
+    result = sagaline("cancel", run.saga_id, "--json")
+
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["status"] == "completed"
+
+
+@pytest.mark.usefixtures("worker")
+def test_recover_stuck_and_dead_letters_report_in_json(engine: Sagaline) -> None:
+    """The operator's views: a sweep's counts, stuck sagas, and dead-lettered compensations
+    (here one whose compensation keeps failing, then is retried from the CLI).
+    """
+    from sagaline import Role
+
+    customer, product = fresh_shop()
+    engine.store.inject_fault("order_processing", "confirm_order")
+    engine.store.inject_fault("order_processing", "create_order", Role.COMPENSATION)
+    run = engine.start("order_processing", json.loads(order_input(customer, product))).wait(60)
+    assert run.status.value == "compensation_failed"
+
+    letters = sagaline("dead-letters", "--json")
+    swept = sagaline("recover", "--json")
+    stuck = sagaline("stuck", "--json")
+    engine.store.clear_faults()
+    retried = sagaline("retry-compensation", run.saga_id, "--wait")
+
+    assert letters.returncode == 0 and swept.returncode == 0 and stuck.returncode == 0
+    mine = [d for d in json.loads(letters.stdout) if d["saga_id"] == run.saga_id]
+    assert [(d["step"], d["attempts"]) for d in mine] == [("create_order", 5)]
+    assert isinstance(json.loads(swept.stdout), dict)
+    assert isinstance(json.loads(stuck.stdout), list)
+    assert retried.returncode == 0, retried.stderr
+    assert "retrying: create_order" in retried.stdout
+    assert engine.get(run.saga_id).status.value == "compensated"

@@ -1,5 +1,6 @@
 """Durable sagas: cancellation, deadlines, lost messages, killed workers, and the operator's
-tools. Real worker processes (killed with SIGKILL), a real Redis, real beat."""
+tools. Real worker processes (killed with SIGKILL), a real Redis, real beat.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sagaline import Role, SagaCancelledError, SagaRun, SagaStatus, Sagaline, StepStatus
+from sagaline import Role, SagaCancelledError, Sagaline, SagaRun, SagaStatus, StepStatus
 from tests.conftest import kill_group, start_beat, start_worker, stop_worker
 from tests.test_order_saga import fresh_shop, order, rows
 
@@ -43,7 +44,8 @@ def test_cancelling_before_the_first_step_starts_ends_cancelled_and_nothing_runs
     engine: Sagaline, calls: object
 ) -> None:
     """The first message is still queued: the saga ends cancelled at once, and when a worker
-    takes the message later it is dropped (revoked, and refused by the claim)."""
+    takes the message later it is dropped (revoked, and refused by the claim).
+    """
     handle = engine.start("t_cancellable", {"tag": calls.tag})  # type: ignore[attr-defined]
 
     status = engine.cancel(handle.saga_id)
@@ -64,7 +66,8 @@ def test_cancelling_during_a_cooperative_long_step_stops_it_and_undoes_the_earli
     engine: Sagaline, calls: object
 ) -> None:
     """The long step checks for cancellation, stops, and is not compensated (it did not
-    complete); the completed first step is; the step after never starts."""
+    complete); the completed first step is; the step after never starts.
+    """
     handle = engine.start("t_cancellable", {"tag": calls.tag})  # type: ignore[attr-defined]
     wait_until(lambda: "long:start" in calls.read())  # type: ignore[attr-defined]
 
@@ -88,7 +91,8 @@ def test_a_step_in_flight_when_cancelled_is_compensated_if_it_completes_after_al
     engine: Sagaline, calls: object
 ) -> None:
     """A step that does not check for cancellation completes; its compensation then runs
-    first, then the earlier step's: strict reverse order."""
+    first, then the earlier step's: strict reverse order.
+    """
     handle = engine.start("t_not_cooperative", {"tag": calls.tag})  # type: ignore[attr-defined]
     wait_until(lambda: "slow:start" in calls.read())  # type: ignore[attr-defined]
 
@@ -113,7 +117,8 @@ def test_cancelling_a_completed_saga_changes_nothing(engine: Sagaline, calls: ob
 
 def test_cancelling_an_order_undoes_every_completed_step_in_the_store(engine: Sagaline) -> None:
     """Cancelled while create_shipment waits for its retry: payment, stock and order are
-    undone, and the saga ends cancelled."""
+    undone, and the saga ends cancelled.
+    """
     customer, product = fresh_shop(stock=10, balance_cents=50_000)
     engine.store.inject_fault("order_processing", "create_shipment", times=2)
     handle = engine.start("order_processing", order(customer, product, 2, "99.99"))
@@ -151,7 +156,8 @@ def test_stop_cancels_every_running_saga_of_a_correlation_id(
 
 def test_a_saga_past_its_deadline_is_compensated(engine: Sagaline, calls: object) -> None:
     """A 1 s deadline, a 3 s step: the sweep stops the saga; the step in flight completes and
-    is compensated, then the first; the saga ends compensated with a deadline error."""
+    is compensated, then the first; the saga ends compensated with a deadline error.
+    """
     handle = engine.start("t_with_deadline", {"tag": calls.tag})  # type: ignore[attr-defined]
     wait_until(lambda: "slow:start" in calls.read())  # type: ignore[attr-defined]
     time.sleep(1.0)
@@ -171,7 +177,8 @@ def test_a_saga_whose_chain_message_was_deleted_is_found_by_beat_and_finished(
     engine: Sagaline, calls: object
 ) -> None:
     """No worker takes messages; the saga's first message is deleted from the broker. A real
-    celery beat sends the sweep; once the hand-off time passed, it re-enqueues the step."""
+    celery beat sends the sweep; once the hand-off time passed, it re-enqueues the step.
+    """
     handle = engine.start("t_slow_start", {"tag": calls.tag})  # type: ignore[attr-defined]
     assert engine.store.client.delete("celery") == 1  # the queued chain message is gone
     beat = start_beat()
@@ -191,7 +198,8 @@ def test_a_long_step_keeps_its_lease_by_heartbeat_and_is_never_taken_over(
     engine: Sagaline, calls: object
 ) -> None:
     """A 5 s step under a 2 s lease, with the sweep running all along: the heartbeat renews
-    the lease, so the sweep never recovers the saga and the step runs once."""
+    the lease, so the sweep never recovers the saga and the step runs once.
+    """
     handle = engine.start("t_long_step", {"tag": calls.tag})  # type: ignore[attr-defined]
     wait_until(lambda: "long:start" in calls.read())  # type: ignore[attr-defined]
 
@@ -207,7 +215,8 @@ def test_stuck_lists_a_saga_past_its_hand_off_with_the_step_it_waits_on(
     engine: Sagaline, calls: object, main_worker_paused: None
 ) -> None:
     """With no worker taking messages, a started saga waits on its first step; once the
-    hand-off time passed, ``stuck`` lists it."""
+    hand-off time passed, ``stuck`` lists it.
+    """
     handle = engine.start("t_slow_start", {"tag": calls.tag})  # type: ignore[attr-defined]
     assert handle.saga_id not in [s.saga_id for s in engine.supervisor.stuck()]
     time.sleep(5.5)
@@ -230,7 +239,8 @@ def test_a_worker_killed_during_a_compensation_completes_it_once_after_recovery(
 ) -> None:
     """SIGKILL the worker (all its processes) in the middle of a 3 s compensation; start a
     new one; the sweep finds the lease expired and the compensation runs again, to its end,
-    once. Prints how long recovery took."""
+    once. Prints how long recovery took.
+    """
     victim = start_worker("victim")
     handle = engine.start("t_slow_rollback", {"tag": calls.tag})  # type: ignore[attr-defined]
     wait_until(lambda: "first:undo:start" in calls.read())  # type: ignore[attr-defined]
@@ -261,7 +271,8 @@ def test_a_worker_killed_during_a_compensation_completes_it_once_after_recovery(
 def test_retry_compensation_after_a_fix_runs_only_what_was_left(engine: Sagaline) -> None:
     """refund_payment keeps failing: the saga ends compensation_failed and a dead letter
     names it. Once the cause is fixed, retry_compensation runs the refund once more and
-    nothing else; the saga ends compensated and the books balance."""
+    nothing else; the saga ends compensated and the books balance.
+    """
     customer, product = fresh_shop(stock=10, balance_cents=50_000)
     engine.store.inject_fault("order_processing", "create_shipment")
     engine.store.inject_fault("order_processing", "process_payment", Role.COMPENSATION,

@@ -97,5 +97,5 @@ long_step = Saga(
     steps=[Step("long", sleep, args={**TAG, "seconds": Const(5)})],
 )
 
-TEST_SAGAS = [long_step, undo_fails, too_slow, slow_start, cancellable, not_cooperative, slow_rollback,
-              with_deadline]
+TEST_SAGAS = [long_step, undo_fails, too_slow, slow_start, cancellable, not_cooperative,
+              slow_rollback, with_deadline]
