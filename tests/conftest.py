@@ -90,17 +90,32 @@ def store(engine: Sagaline) -> RedisStore:
     return engine.store
 
 
+class MainWorker:
+    """The session's worker process, which a test may stop and start again."""
+
+    def __init__(self) -> None:
+        self.process = start_worker("main", concurrency=2)
+
+    def stop(self) -> None:
+        stop_worker(self.process)
+
+    def restart(self) -> None:
+        if self.process.poll() is None:
+            self.stop()
+        self.process = start_worker("main", concurrency=2)
+
+
 @pytest.fixture(scope="session")
-def worker(engine: Sagaline) -> Iterator[subprocess.Popen[bytes]]:
+def worker(engine: Sagaline) -> Iterator[MainWorker]:
     """A real prefork worker process (2 children) for the whole session."""
     test_app.control.purge()
-    process = start_worker("main", concurrency=2)
-    yield process
-    stop_worker(process)
+    main = MainWorker()
+    yield main
+    main.stop()
 
 
 @pytest.fixture
-def main_worker_paused(worker: subprocess.Popen[bytes]) -> Iterator[None]:
+def main_worker_paused(worker: MainWorker) -> Iterator[None]:
     """The session worker stops taking messages for the test (tests that start their own
     workers, to kill them, need every message to go to those).
     """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import subprocess
 import threading
 import time
 
@@ -16,7 +15,14 @@ from tasks.inventory import Product, Reservation
 from tasks.orders import Order
 from tasks.payments import Account, Payment
 from tasks.shipping import Shipment
-from tests.conftest import EMBEDDED, STARTED_EMBEDDED, kill_group, start_beat, start_worker
+from tests.conftest import (
+    EMBEDDED,
+    STARTED_EMBEDDED,
+    MainWorker,
+    kill_group,
+    start_beat,
+    start_worker,
+)
 from tests.test_order_saga import fresh_shop
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -109,16 +115,50 @@ def test_a_hundred_orders_survive_workers_killed_at_random(engine: Sagaline) -> 
           f"{sum(r.status is SagaStatus.COMPLETED for r in runs)} completed")
 
 
+class SupervisedWorkers:
+    """Workers kept running as systemd or compose would: one that exits is started again.
+
+    A worker may exit when its broker connection breaks (kombu's Redis transport can fail
+    to re-create a channel after the server restarts); a process supervisor restarts it.
+    """
+
+    def __init__(self, name: str, count: int) -> None:
+        self.name = name
+        self.workers = [start_worker(f"{name}-{i}") for i in range(count)]
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            for i, process in enumerate(self.workers):
+                if process.poll() is not None:
+                    self.restarts += 1
+                    try:
+                        self.workers[i] = start_worker(f"{self.name}-{i}")
+                    except RuntimeError:
+                        continue  # Redis still away: try again on the next look
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for process in self.workers:
+            kill_group(process)
+
+
 def test_a_redis_restart_in_the_middle_of_fifty_sagas_loses_none(
-    engine: Sagaline, worker: subprocess.Popen[bytes]
+    engine: Sagaline, worker: MainWorker
 ) -> None:
     """The embedded Redis (append-only file on) is shut down and started again while 50
-    order sagas run; workers reconnect, beat's sweep drives on what was in flight, and all
-    50 end in a final state with the books balanced.
+    order sagas run; workers reconnect (or are restarted by their supervisor), beat's sweep
+    drives on what was in flight, and all 50 end in a final state with the books balanced.
     """
     if not STARTED_EMBEDDED:
         pytest.fail("this test restarts the embedded Redis; unset SAGALINE_REDIS_URL")
     customer, product = fresh_shop(stock=200, balance_cents=1_000_000)
+    worker.stop()
+    workers = SupervisedWorkers("restart", 2)
     beat = start_beat()
     try:
         ids = [engine.start("order_processing", {
@@ -131,8 +171,9 @@ def test_a_redis_restart_in_the_middle_of_fifty_sagas_loses_none(
         runs = wait_all_final(engine, ids, timeout=180)
     finally:
         kill_group(beat)
-        # This process's pooled broker connections died with the server: let the first
-        # broadcasts meet them here, not in later tests.
+        workers.stop()
+        # This process's pooled broker connections died with the server: drop them, and
+        # let the first broadcasts meet any left here, not in later tests.
         engine.app.close()
         for _ in range(5):
             try:
@@ -140,7 +181,9 @@ def test_a_redis_restart_in_the_middle_of_fifty_sagas_loses_none(
                 break
             except Exception:
                 continue
+        worker.restart()
 
     assert len(runs) == 50
     assert all(r.is_final for r in runs), [r.status for r in runs if not r.is_final]
     check_books(runs, customer, product, stock=200, balance=1_000_000)
+    print(f"\nredis restart: 50 sagas final; supervised worker restarts: {workers.restarts}")
