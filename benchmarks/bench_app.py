@@ -1,5 +1,4 @@
-"""What the benchmark's worker loads: the project's app and engine, plus the bench sagas and
-the raw Celery tasks they are compared with.
+"""The benchmark's tasks: the project's app and engine, the bench sagas, the raw tasks.
 
 The worker runs ``celery -A bench_app worker`` from this folder; the benchmark imports the
 same module, so both sides know every task. ``SAGALINE_DATA_DIR`` (or
@@ -78,25 +77,25 @@ def undo_id(root_id: str) -> str:
     return f"{root_id}-undo"
 
 
-@app.task(name="bench.raw_noop")
+@app.task(name="bench.raw_noop")  # type: ignore[untyped-decorator]
 def raw_noop() -> dict[str, Any]:
     """A raw task that does nothing."""
     return {}
 
 
-@app.task(name="bench.raw_undo")
+@app.task(name="bench.raw_undo")  # type: ignore[untyped-decorator]
 def raw_undo() -> dict[str, Any]:
     """A raw compensation that does nothing."""
     return {}
 
 
-@app.task(name="bench.raw_fail")
+@app.task(name="bench.raw_fail")  # type: ignore[untyped-decorator]
 def raw_fail() -> dict[str, Any]:
     """A raw task that fails."""
     raise RuntimeError("boom")
 
 
-@app.task(name="bench.raw_errback")
+@app.task(name="bench.raw_errback")  # type: ignore[untyped-decorator]
 def raw_errback(request: Any, exc: BaseException, traceback: Any) -> None:
     """The raw chain's errback (new style, so run inline): enqueue the compensations."""
     undo = [raw_undo.si() for _ in range(COMPENSATED)]

@@ -37,6 +37,7 @@ from ._runtime import (
 from .errors import DefinitionError
 from .saga import Saga
 from .status import Role
+from .store import Rollback
 from .task import SagaTask
 
 if TYPE_CHECKING:
@@ -144,15 +145,15 @@ def on_step_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
         return
     saga = engine.registry.get(envelope.saga)
     error = describe_error(exc, step=envelope.step)
-    plan = engine.store.fail_saga(
+    rollback = engine.store.fail_saga(
         envelope.saga_id, failed_step=envelope.step, error=error,
         table=saga.compensation_table(),
     )
-    if plan is None:
+    if rollback is None:
         return
     log.warning("[saga %s] %s failed at %s (%s); compensating %s", envelope.saga_id, saga.name,
-                envelope.step, error["message"], ", ".join(plan) or "nothing")
-    engine.continue_rollback(envelope.saga_id)
+                envelope.step, error["message"], ", ".join(rollback.plan) or "nothing")
+    start_rollback(engine, saga, envelope.saga_id, rollback)
 
 
 def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
@@ -210,6 +211,12 @@ def compensation_chain(engine: Sagaline, saga: Saga, saga_id: str, plan: list[st
 
 
 __all__ = ["SagaCeleryTask", "bind_task", "compensation_chain", "forward_chain"]
+
+
+def start_rollback(engine: Sagaline, saga: Saga, saga_id: str, rollback: Rollback) -> None:
+    """Enqueue a rollback just planned, unless it waits for an action still in flight."""
+    if rollback.plan and not rollback.awaiting:
+        compensation_chain(engine, saga, saga_id, rollback.plan).apply_async()
 
 
 def forward_task_ids(saga: Saga, saga_id: str, start_at: int = 0) -> list[str]:

@@ -166,9 +166,12 @@ class Runtime:
         saga_result = None
         if last:
             saga_result = saga.build_result(claim.inputs, {**claim.results, step.name: result})
+        following = ""
+        if role is Role.ACTION and not last:
+            following = saga.steps[index + 1].name
         outcome = store.complete(
             envelope.saga_id, role, step.name, attempt=claim.attempt, result=result,
-            saga_result=saga_result, final=last,
+            saga_result=saga_result, final=last, next_step=following,
         )
         if outcome == "stale":
             raise Skip(f"{role.value} {step.name} attempt {claim.attempt} lost its lease")

@@ -226,7 +226,7 @@ def operation(fields: dict[str, str], prefix: str, task: str | None) -> Operatio
         task=task,
         status=StepStatus(get("status") or StepStatus.PENDING.value),
         attempts=int(get("attempts") or 0),
-        attempt_times=[t for t in (timestamp(x) for x in _json.loads(get("attempt_times")) or [])
+        attempt_times=[t for t in (timestamp(x) for x in (get("attempt_times") or "").split(","))
                        if t is not None],
         started_at=timestamp(get("started_at")),
         ended_at=timestamp(get("ended_at")),

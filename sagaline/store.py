@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
 
@@ -41,6 +42,17 @@ from .status import Role, SagaStatus
 _SCRIPTS = ("create", "begin", "renew", "complete", "fail", "fail_saga", "abort", "abandon",
             "recover", "awaited", "reopen")
 _FINAL_OPERATION = ("completed", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """A rollback just planned: the compensations to run, in order."""
+
+    plan: list[str]
+    """Steps whose compensations run, last step first."""
+    awaiting: bool
+    """Whether the first waits for its action, still in flight, to end (then its end
+    enqueues the rollback)."""
 
 
 class RedisStore:
@@ -94,11 +106,12 @@ class RedisStore:
             args=[self.prefix, saga_id, self.retention_s, self.handoff_s, *args],
         )
 
-    def _plan_reply(self, reply: list[str]) -> list[str] | None:
+    def _rollback_reply(self, reply: list[str]) -> Rollback | None:
         if reply[0] != "compensate":
             return None
         plan = _json.loads(reply[1])
-        return list(plan) if isinstance(plan, list) else []
+        return Rollback(list(plan) if isinstance(plan, list) else [],
+                        len(reply) > 2 and reply[2] == "1")
 
     # -- forward and backward transitions ---------------------------------------------------
 
@@ -125,11 +138,14 @@ class RedisStore:
         return reply[0] == "ok", reply[1] == "1"
 
     def complete(self, saga_id: str, role: Role, step: str, *, attempt: int, result: Any,
-                 saga_result: Any = None, final: bool = False) -> str:
-        """Record a successful attempt; with ``final`` also complete the saga."""
+                 saga_result: Any = None, final: bool = False, next_step: str = "") -> str:
+        """Record a successful attempt; with ``final`` also complete the saga.
+
+        ``next_step`` names the forward step the saga waits on next, if any.
+        """
         return str(self._call(
             "complete", saga_id, role.value, step, attempt, _json.dumps(result),
-            _json.dumps(saga_result) if final else "",
+            _json.dumps(saga_result) if final else "", next_step,
         ))
 
     def fail(self, saga_id: str, role: Role, step: str, *, attempt: int, error: dict[str, Any],
@@ -143,23 +159,23 @@ class RedisStore:
                               retry))
 
     def fail_saga(self, saga_id: str, *, failed_step: str, error: dict[str, Any],
-                  table: Sequence[tuple[str, bool]]) -> list[str] | None:
+                  table: Sequence[tuple[str, bool]]) -> Rollback | None:
         """Turn a running saga to compensating, once; the compensations to run, in order.
 
         Returns ``None`` when the saga was not running (another caller got there first).
         """
-        return self._plan_reply(self._call(
+        return self._rollback_reply(self._call(
             "fail_saga", saga_id, failed_step, _json.dumps(error),
             _json.dumps([list(row) for row in table]),
         ))
 
     def abort(self, saga_id: str, *, reason: str, error: dict[str, Any],
-              table: Sequence[tuple[str, bool]]) -> list[str] | None:
+              table: Sequence[tuple[str, bool]]) -> Rollback | None:
         """Stop a running saga (``reason``: ``cancelled`` or ``deadline``) and plan its undo.
 
         Returns ``None`` when the saga was not running.
         """
-        return self._plan_reply(self._call(
+        return self._rollback_reply(self._call(
             "abort", saga_id, reason, _json.dumps(error),
             _json.dumps([list(row) for row in table]),
         ))
@@ -168,9 +184,9 @@ class RedisStore:
         """End a running saga as failed, with nothing to undo."""
         return bool(self._call("abandon", saga_id, _json.dumps(error)))
 
-    def reopen(self, saga_id: str) -> list[str] | None:
+    def reopen(self, saga_id: str) -> Rollback | None:
         """Set a compensation_failed saga compensating again; the compensations to retry."""
-        return self._plan_reply(self._call("reopen", saga_id))
+        return self._rollback_reply(self._call("reopen", saga_id))
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -293,6 +309,9 @@ class RedisStore:
             SagaNotFoundError: No such run is recorded.
         """
         deadline = time.monotonic() + timeout
+        status = self.status(saga_id)
+        if status is not None and status.is_final:
+            return status
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
             pubsub.subscribe(self.done_channel(saga_id))

@@ -169,15 +169,15 @@ class Supervisor:
         Raises:
             StateError: The saga is not ``compensation_failed``.
         """
-        plan = self.engine.store.reopen(saga_id)
-        if plan is None:
+        rollback = self.engine.store.reopen(saga_id)
+        if rollback is None:
             status = self.engine.store.status(saga_id)
             raise StateError(
                 f"saga {saga_id} is {status.value if status else 'not recorded'}; only a "
                 "compensation_failed saga can retry its compensations"
             )
         self.engine.continue_rollback(saga_id)
-        return plan
+        return rollback.plan
 
     # -- inside ---------------------------------------------------------------------------
 
@@ -200,18 +200,18 @@ class Supervisor:
         if saga is None:
             raise SagaNotFoundError(f"no saga {saga_id!r} is recorded")
         store = self.engine.store
-        plan = store.abort(saga_id, reason=reason, error=dict(error),
-                           table=saga.compensation_table())
-        if plan is None:
+        rollback = store.abort(saga_id, reason=reason, error=dict(error),
+                               table=saga.compensation_table())
+        if rollback is None:
             return None
         cursor = int(store.client.hget(store.saga_keys(saga_id)[0], "cursor") or -1)
         queued = _celery.forward_task_ids(saga, saga_id, start_at=max(cursor + 1, 0))
         if queued:
             self.engine.app.control.revoke(queued)
         log.warning("[saga %s] %s: %s; compensating %s", saga_id, reason, error["message"],
-                    ", ".join(plan) or "nothing")
-        self.engine.continue_rollback(saga_id)
-        return plan
+                    ", ".join(rollback.plan) or "nothing")
+        _celery.start_rollback(self.engine, saga, saga_id, rollback)
+        return rollback.plan
 
     def _recover_one(self, saga_id: str) -> str:
         store = self.engine.store

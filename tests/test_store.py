@@ -76,7 +76,7 @@ def test_the_saga_turns_to_compensating_exactly_once(store: RedisStore) -> None:
     first = store.fail_saga(saga_id, failed_step="c", error=error, table=table)
     second = store.fail_saga(saga_id, failed_step="c", error=error, table=table)
 
-    assert first == ["b", "a"]
+    assert first is not None and first.plan == ["b", "a"] and not first.awaiting
     assert second is None
     assert store.status(saga_id) is SagaStatus.COMPENSATING
 
@@ -89,10 +89,10 @@ def test_a_failure_before_any_completed_step_ends_compensated_with_nothing_to_un
     store.create(saga_id, name="t_store", correlation_id=new_id(), causation_id=None,
                  inputs={}, plan=["a"])
 
-    plan = store.fail_saga(saga_id, failed_step="a", error={"type": "X", "message": "m"},
-                           table=[("a", True)])
+    rollback = store.fail_saga(saga_id, failed_step="a", error={"type": "X", "message": "m"},
+                               table=[("a", True)])
 
-    assert plan == []
+    assert rollback is not None and rollback.plan == []
     assert store.status(saga_id) is SagaStatus.COMPENSATED
     assert store.wait(saga_id, timeout=1) is SagaStatus.COMPENSATED
 

@@ -93,6 +93,7 @@ end
 local function plan_rollback(steps_json, at)
   local steps = cjson.decode(steps_json)
   local plan = {}
+  local awaiting = '0'
   for i = #steps, 1, -1 do
     local name, has_compensation = steps[i][1], steps[i][2]
     local st = redis.call('HGET', STEPS, 'action:' .. name .. ':status')
@@ -104,6 +105,7 @@ local function plan_rollback(steps_json, at)
           redis.call('HSET', STEPS, f, 'pending')
         else
           redis.call('HSET', STEPS, f, 'awaiting')
+          awaiting = '1'
         end
       elseif st == 'completed' then
         log({at = at, event = 'compensation.skipped', step = name,
@@ -112,5 +114,5 @@ local function plan_rollback(steps_json, at)
     end
   end
   redis.call('HSET', SAGA, 'compensation_plan', encode_list(plan), 'waiting_on', '')
-  return plan
+  return plan, awaiting
 end

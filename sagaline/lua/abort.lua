@@ -1,7 +1,8 @@
 -- Stop a running saga from outside: cancelled by a caller, or past its deadline. No new
 -- step starts; completed steps are compensated, and a step in flight is awaited.
 -- ARGV[5..]: reason ('cancelled' or 'deadline'), error_json, steps_json.
--- Returns {'compensate', plan_json} or {'noop', status} when the saga was not running.
+-- Returns {'compensate', plan_json, awaiting} or {'noop', status} when the saga was not
+-- running.
 local reason, error_json = ARGV[5], ARGV[6]
 local status = redis.call('HGET', SAGA, 'status')
 if status ~= 'running' then return {'noop', status or 'missing'} end
@@ -13,6 +14,6 @@ redis.call('HSET', SAGA, 'cancel_requested', '1', 'intent', intent, 'error', err
            'recoveries', '0')
 log({at = now, event = 'saga.' .. (reason == 'cancelled' and 'cancelling' or 'failed'),
      reason = reason, error = cjson.decode(error_json)})
-local plan = plan_rollback(ARGV[7], now)
+local plan, awaiting = plan_rollback(ARGV[7], now)
 if not maybe_conclude_compensation(now) then attention(now + HANDOFF_S) end
-return {'compensate', encode_list(plan)}
+return {'compensate', encode_list(plan), awaiting}

@@ -49,9 +49,9 @@ end
 local attempt = redis.call('HINCRBY', STEPS, f .. 'attempts', 1)
 redis.call('HSET', STEPS, f .. 'status', 'running', f .. 'lease_until', fmt(now + lease_s))
 if attempt == 1 then redis.call('HSET', STEPS, f .. 'started_at', fmt(now)) end
-local times = decode_list(redis.call('HGET', STEPS, f .. 'attempt_times'))
-table.insert(times, now)
-redis.call('HSET', STEPS, f .. 'attempt_times', cjson.encode(times))
+local times = redis.call('HGET', STEPS, f .. 'attempt_times')
+if times then times = times .. ',' .. fmt(now) else times = fmt(now) end
+redis.call('HSET', STEPS, f .. 'attempt_times', times)
 if role == 'action' then
   local cursor = tonumber(redis.call('HGET', SAGA, 'cursor') or '-1')
   if index > cursor then redis.call('HSET', SAGA, 'cursor', index) end

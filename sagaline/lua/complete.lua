@@ -1,6 +1,6 @@
 -- Record that an attempt of a step's action or compensation succeeded.
 -- ARGV[5..]: role, step, attempt, result_json, saga_result_json ('' unless this was the
--- last forward step).
+-- last forward step), next_step (the forward step after this one, '' if none).
 -- Returns 'ok'; 'duplicate' (already completed: the first result stands); 'stale' (this
 -- attempt lost its lease to a newer one, which will record the outcome); or 'late' (an
 -- action that completed after its saga turned to compensating: its compensation is now
@@ -26,12 +26,7 @@ if role == 'action' then
       conclude('running', 'completed', now, nil)
     else
       -- The saga now waits for the next step's message.
-      local plan = decode_list(redis.call('HGET', SAGA, 'plan'))
-      for i, name in ipairs(plan) do
-        if name == step and plan[i + 1] then
-          redis.call('HSET', SAGA, 'waiting_on', 'action:' .. plan[i + 1])
-        end
-      end
+      if ARGV[10] ~= '' then redis.call('HSET', SAGA, 'waiting_on', 'action:' .. ARGV[10]) end
       attention(now + HANDOFF_S)
     end
   elseif status == 'compensating' then

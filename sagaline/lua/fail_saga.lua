@@ -1,7 +1,8 @@
 -- The forward path failed for good: turn the saga to compensating, exactly once.
 -- ARGV[5..]: failed_step, error_json, steps_json ([[name, has_compensation], ...] in
 -- forward order).
--- Returns {'compensate', plan_json}: the compensations, in order; or {'noop', status} when
+-- Returns {'compensate', plan_json, awaiting}: the compensations, in order, and '1' when the
+-- first awaits an action still in flight; or {'noop', status} when
 -- the saga was not running (another caller got there first).
 local failed_step, error_json = ARGV[5], ARGV[6]
 local status = redis.call('HGET', SAGA, 'status')
@@ -23,6 +24,6 @@ end
 move_status('running', 'compensating', now)
 redis.call('HSET', SAGA, 'failed_step', failed_step, 'error', error_json, 'recoveries', '0')
 log({at = now, event = 'saga.failed', step = failed_step, error = cjson.decode(error_json)})
-local plan = plan_rollback(ARGV[7], now)
+local plan, awaiting = plan_rollback(ARGV[7], now)
 if not maybe_conclude_compensation(now) then attention(now + HANDOFF_S) end
-return {'compensate', encode_list(plan)}
+return {'compensate', encode_list(plan), awaiting}
