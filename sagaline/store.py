@@ -212,6 +212,20 @@ class RedisStore:
         """Make the compensation of an awaited action, whose worker was lost, due."""
         return bool(self._call("awaited", saga_id, step))
 
+    def prune_indexes(self) -> int:
+        """Drop index entries of sagas older than the retention time; how many went."""
+        if self.retention_s <= 0:
+            return 0
+        now = self.client.time()
+        cutoff = now[0] - self.retention_s
+        final = [s for s in SagaStatus if s.is_final]
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(f"{self.prefix}index:all", "-inf", cutoff)
+            for status in final:
+                pipe.zremrangebyscore(f"{self.prefix}index:status:{status.value}", "-inf", cutoff)
+            removed = pipe.execute()
+        return int(sum(removed))
+
     def active_ids(self) -> list[str]:
         """Every unfinished saga (running or compensating)."""
         return cast(list[str], self.client.zrange(f"{self.prefix}index:active", 0, -1))

@@ -146,6 +146,9 @@ class Supervisor:
             counts["deadline"] += 1
         for saga_id in store.due(limit):
             counts[self._recover_one(saga_id)] += 1
+        pruned = store.prune_indexes()
+        if pruned:
+            counts["pruned"] = pruned
         if counts:
             log.info("recovery sweep: %s", dict(counts))
         return dict(counts)

@@ -14,12 +14,9 @@ from typing import Any
 import pytest
 
 from sagaline import EmbeddedRedis, Sagaline
-from tasks.db import database
-from tasks.inventory import Product
-from tasks.orders import Customer
-from tasks.payments import Account
 from tests.conftest import DATA_DIR, ROOT, stop_worker
 from tests.support.app import app as test_app
+from tests.test_order_saga import fresh_shop
 
 ORDER_STEPS = ["create_order", "reserve_inventory", "process_payment", "create_shipment",
                "confirm_order"]
@@ -35,24 +32,13 @@ def sagaline(*args: str, env: dict[str, str] | None = None,
     )
 
 
-def fresh_shop(stock: int = 10, balance_cents: int = 10_000) -> tuple[str, str]:
-    """A customer and a product of this test's own."""
-    suffix = uuid.uuid4().hex[:8]
-    customer, product = f"CUST-{suffix}", f"PROD-{suffix}"
-    with database.session() as session:
-        session.add(Customer(id=customer, name="CLI Customer"))
-        session.add(Account(customer_id=customer, balance_cents=balance_cents))
-        session.add(Product(id=product, stock=stock))
-    return customer, product
-
-
 def order_input(customer: str, product: str, quantity: int = 1, total: str = "20.00") -> str:
     return json.dumps({"customer_id": customer, "total_amount": total,
                        "items": [{"product_id": product, "quantity": quantity}]})
 
 
 def run_order(quantity: int = 1, total: str = "20.00") -> subprocess.CompletedProcess[str]:
-    customer, product = fresh_shop()
+    customer, product = fresh_shop(balance_cents=10_000)
     return sagaline("run", "order_processing", "--input", order_input(customer, product,
                     quantity, total), "--wait", "--timeout", "30", "--json")
 
@@ -109,7 +95,7 @@ def test_run_without_wait_prints_the_started_saga_and_exits_0(
     worker: Any, engine: Sagaline
 ) -> None:
     """Without --wait the command returns at once with the saga's ids."""
-    customer, product = fresh_shop()
+    customer, product = fresh_shop(balance_cents=10_000)
     given = str(uuid.uuid4())
     result = sagaline("run", "order_processing", "--input", order_input(customer, product),
                       "--correlation-id", given, "--json")
@@ -123,7 +109,7 @@ def test_run_without_wait_prints_the_started_saga_and_exits_0(
 def test_invalid_input_exits_2_naming_the_field_and_records_nothing(engine: Sagaline) -> None:
     """A quantity of 0 is refused with the field's path, and no saga is recorded."""
     before = engine.store.list_ids(limit=1000)
-    customer, product = fresh_shop()
+    customer, product = fresh_shop(balance_cents=10_000)
 
     result = sagaline("run", "order_processing", "--input",
                       order_input(customer, product, quantity=0), "--wait")
@@ -151,7 +137,7 @@ def test_an_unknown_saga_exits_2_naming_the_known_ones() -> None:
 
 def test_a_correlation_id_that_is_not_a_uuid_exits_2() -> None:
     """A malformed correlation id is refused before anything is recorded."""
-    customer, product = fresh_shop()
+    customer, product = fresh_shop(balance_cents=10_000)
     result = sagaline("run", "order_processing", "--input", order_input(customer, product),
                       "--correlation-id", "order-42")
     assert result.returncode == 2
@@ -294,7 +280,7 @@ def test_recover_stuck_and_dead_letters_report_in_json(engine: Sagaline) -> None
     """
     from sagaline import Role
 
-    customer, product = fresh_shop()
+    customer, product = fresh_shop(balance_cents=10_000)
     engine.store.inject_fault("order_processing", "confirm_order")
     engine.store.inject_fault("order_processing", "create_order", Role.COMPENSATION)
     run = engine.start("order_processing", json.loads(order_input(customer, product))).wait(60)

@@ -161,10 +161,14 @@ def test_a_malformed_correlation_id_is_refused_before_anything_is_recorded(
 
 
 def test_a_finished_saga_is_kept_for_the_retention_time(engine: Sagaline, calls: object) -> None:
-    """Once final, the saga's records expire after the configured retention (7 days)."""
+    """Once final, the saga's records (and its correlation index) expire after the
+    configured retention (7 days).
+    """
     run = engine.start("t_slow_start", {"tag": calls.tag}).wait(30)  # type: ignore[attr-defined]
 
-    ttls = [engine.store.client.ttl(k) for k in engine.store.saga_keys(run.saga_id)]
+    keys = [*engine.store.saga_keys(run.saga_id),
+            f"{engine.store.prefix}index:correlation:{run.correlation_id}"]
+    ttls = [engine.store.client.ttl(k) for k in keys]
 
     assert all(7 * 86400 - 60 < t <= 7 * 86400 for t in ttls)
     assert run.correlation_id[14] == "7"  # a generated UUIDv7

@@ -61,6 +61,8 @@ local function conclude(old, final, at, extra)
     redis.call('EXPIRE', SAGA, RETENTION_S)
     redis.call('EXPIRE', STEPS, RETENTION_S)
     redis.call('EXPIRE', LOG, RETENTION_S)
+    local cid = redis.call('HGET', SAGA, 'correlation_id')
+    if cid then redis.call('EXPIRE', P .. 'index:correlation:' .. cid, RETENTION_S) end
   end
   redis.call('PUBLISH', P .. 'saga:' .. ID .. ':done', final)
 end

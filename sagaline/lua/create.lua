@@ -10,6 +10,7 @@ redis.call('HSET', SAGA,
 redis.call('ZADD', P .. 'index:all', now, ID)
 redis.call('ZADD', P .. 'index:status:running', now, ID)
 redis.call('SADD', P .. 'index:correlation:' .. cid, ID)
+redis.call('PERSIST', P .. 'index:correlation:' .. cid)
 if ARGV[10] ~= '' then
   redis.call('HSET', SAGA, 'deadline_at', ARGV[10])
   redis.call('ZADD', P .. 'index:deadline', tonumber(ARGV[10]), ID)
