@@ -63,7 +63,7 @@ class Settings(BaseSettings):
 def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
     """``SAGALINE_*`` variables that name no setting, each with a suggestion if one is close."""
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
-    known |= {ENV_PREFIX + "APP"}
+    known |= {ENV_PREFIX + "APP", ENV_PREFIX + "VENV"}  # read by the CLI and dev.py
     problems = []
     for name in sorted(environ if environ is not None else os.environ):
         if name.startswith(ENV_PREFIX) and name not in known:

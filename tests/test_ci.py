@@ -39,7 +39,8 @@ def test_ci_fails_on_a_fresh_clone_when_a_test_fails(tmp_path: Path) -> None:
     # for the clone's pyproject.toml, so dev.py neither installs nor touches this env.
     venv = tmp_path / "venv"
     venv.mkdir()
-    (venv / "bin").symlink_to(Path(sys.prefix) / "bin")
+    for part in ("bin", "lib", "pyvenv.cfg"):
+        (venv / part).symlink_to(Path(sys.prefix) / part)
     digest = hashlib.sha256((clone / "pyproject.toml").read_bytes()).hexdigest()[:16]
     (venv / f".sagaline-installed-{digest}").touch()
     env = {
