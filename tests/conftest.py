@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kombu.exceptions
 import pytest
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = socket.gethostname()
@@ -50,22 +52,38 @@ def worker_command(name: str, concurrency: int = 2) -> list[str]:
     ]
 
 
+#: Every process the tests started, so that none outlives the session or a failed start.
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
 def start_worker(name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
-    """Start a worker process (in its own process group) and wait until it answers a ping."""
+    """Start a worker process (in its own process group) and wait until it answers a ping.
+
+    If it does not answer (or pinging fails), it is killed before the error propagates: a
+    stray worker would take messages meant for others.
+    """
     log = open(DATA_DIR / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
         worker_command(name, concurrency), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"worker {name} exited; see {log.name}")
-        replies = test_app.control.ping(timeout=0.5)
-        if any(name in host for reply in replies for host in reply):
-            return process
-    process.kill()
-    raise RuntimeError(f"worker {name} did not answer within 60 s; see {log.name}")
+    STARTED.append(process)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"worker {name} exited; see {log.name}")
+            try:
+                replies = test_app.control.ping(timeout=0.5)
+            except (OSError, redis.RedisError, kombu.exceptions.OperationalError):
+                time.sleep(0.2)  # the broker is away (a restart test): ask again
+                continue
+            if any(name in host for reply in replies for host in reply):
+                return process
+        raise RuntimeError(f"worker {name} did not answer within 60 s; see {log.name}")
+    except BaseException:
+        kill_group(process)
+        raise
 
 
 def stop_worker(process: subprocess.Popen[bytes]) -> None:
@@ -124,6 +142,9 @@ def main_worker_paused(worker: MainWorker) -> Iterator[None]:
     # A fetch (BRPOP, 1 s) begun before the cancel may still take one message, and put it
     # back: let it run out before the test relies on the queue.
     time.sleep(1.5)
+    queues = test_app.control.inspect(timeout=1).active_queues() or {}
+    others = [node for node, qs in queues.items() if any(q["name"] == "celery" for q in qs)]
+    assert not others, f"other workers take messages from the queue: {others}"
     yield
     test_app.control.add_consumer("celery", destination=[f"main@{HOST}"], reply=True,
                                   timeout=5)
@@ -132,12 +153,14 @@ def main_worker_paused(worker: MainWorker) -> Iterator[None]:
 def start_beat() -> subprocess.Popen[bytes]:
     """A real ``celery beat``: it sends the recovery sweep every second."""
     log = open(DATA_DIR / "beat.log", "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tests.support.app", "beat", "-l", "info",
          "-s", str(DATA_DIR / "beat-schedule")],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
     )
+    STARTED.append(process)
+    return process
 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -173,6 +196,11 @@ def calls(request: pytest.FixtureRequest, engine: Sagaline) -> Any:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Stop the embedded Redis if this session started it."""
+    """Kill any process a test left behind; stop the embedded Redis if this session
+    started it.
+    """
+    for process in STARTED:
+        if process.poll() is None:
+            kill_group(process)
     if STARTED_EMBEDDED:
         EMBEDDED.stop()

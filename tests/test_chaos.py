@@ -137,8 +137,8 @@ class SupervisedWorkers:
                     self.restarts += 1
                     try:
                         self.workers[i] = start_worker(f"{self.name}-{i}")
-                    except RuntimeError:
-                        continue  # Redis still away: try again on the next look
+                    except Exception:
+                        continue
 
     def stop(self) -> None:
         self._stop.set()
