@@ -34,6 +34,7 @@ from . import _json
 from ._heartbeat import Heartbeat
 from .context import StepContext
 from .errors import InjectedFaultError, StepTimeoutError
+from .policy import RetryPolicy
 from .refs import Ref, resolve_all
 from .saga import Saga
 from .status import Role
@@ -176,11 +177,13 @@ class Runtime:
         if outcome == "stale":
             raise Skip(f"{role.value} {step.name} attempt {claim.attempt} lost its lease")
         if outcome == "late":
+            # The saga was stopped while this ran: undo it, and do not go on with the chain.
             self.engine.continue_rollback(envelope.saga_id)
+            raise Skip(f"{step.name} completed after its saga was stopped; compensating it")
         return result
 
     def _plan(self, saga: Saga, step: Step, role: Role, last: bool
-              ) -> tuple[Mapping[str, Ref], list[str], Any]:
+              ) -> tuple[Mapping[str, Ref], list[str], RetryPolicy]:
         if role is Role.ACTION:
             needed = step.results_needed()
             if last:
@@ -189,7 +192,7 @@ class Runtime:
         return step.undo_args, step.undo_results_needed(), saga.compensation_retry_for(step)
 
     def _failed(self, envelope: Envelope, role: Role, step: Step, attempt: int,
-                error: Exception, policy: Any) -> None:
+                error: Exception, policy: RetryPolicy) -> None:
         """Record a failed attempt; raise :class:`RetryIn` when the policy retries it."""
         retry = policy.should_retry(error, attempt)
         delay = policy.delay(attempt) if retry else None

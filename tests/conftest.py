@@ -195,6 +195,22 @@ def calls(request: pytest.FixtureRequest, engine: Sagaline) -> Any:
     return Calls()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that restart shared services (Redis) after all the others."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+
+
+def reset_broker_connections() -> None:
+    """Drop this process's pooled broker connections (after the broker restarted)."""
+    app = test_app
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    if app.amqp._producer_pool is not None:
+        app.amqp._producer_pool.force_close_all()
+        app.amqp._producer_pool = None
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Kill any process a test left behind; stop the embedded Redis if this session
     started it.
