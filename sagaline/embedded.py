@@ -9,6 +9,7 @@ at once; one server runs.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -104,9 +105,8 @@ class EmbeddedRedis:
         client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=5.0,
                              retry=Retry(NoBackoff(), 0))
         try:
-            client.shutdown(nosave=not self.appendonly)
-        except redis.ConnectionError:
-            pass  # the server closes the connection as it exits: that is success
+            with contextlib.suppress(redis.ConnectionError):
+                client.shutdown(nosave=not self.appendonly)
         finally:
             client.close()
         deadline = time.monotonic() + timeout

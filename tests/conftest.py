@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import kombu.exceptions
+import kombu.pools
 import pytest
 import redis
 
@@ -202,13 +203,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def reset_broker_connections() -> None:
     """Drop this process's pooled broker connections (after the broker restarted)."""
-    app = test_app
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
-    if app.amqp._producer_pool is not None:
-        app.amqp._producer_pool.force_close_all()
-        app.amqp._producer_pool = None
+    # kombu keeps pools in a registry of its own, from which Celery takes them again.
+    kombu.pools.reset()
+    test_app._pool = None
+    test_app.amqp._producer_pool = None
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
