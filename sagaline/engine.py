@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from . import _celery, ids
 from ._runtime import Runtime, describe_error
-from .errors import ConfigurationError, EnqueueError, StateError
+from .errors import ConfigurationError, EnqueueError, SagaNotFoundError, StateError
 from .record import SagaRun
 from .registry import SagaRegistry
 from .saga import Saga
@@ -164,9 +164,19 @@ class Sagaline:
         left, awaiting = self.store.compensations_left(saga_id)
         if not left or awaiting:
             return
+        _celery.compensation_chain(self, self.saga_of(saga_id), saga_id, left).apply_async()
+
+    def saga_of(self, saga_id: str) -> Saga:
+        """The definition a recorded run was started from.
+
+        Raises:
+            SagaNotFoundError: No such run is recorded.
+            UnknownSagaError: Its saga is not registered with this engine.
+        """
         name = self.store.client.hget(self.store.saga_keys(saga_id)[0], "name")
-        saga = self.registry.get(str(name))
-        _celery.compensation_chain(self, saga, saga_id, left).apply_async()
+        if not name:
+            raise SagaNotFoundError(f"no saga {saga_id!r} is recorded")
+        return self.registry.get(str(name))
 
     def get(self, saga_id: str) -> SagaRun:
         """The run as recorded.

@@ -192,8 +192,6 @@ class Saga:
         """Steps whose results the saga's return value needs."""
         if self.returns is None:
             return [self.steps[-1].name]
-        if isinstance(self.returns, Mapping):
-            return steps_referenced(self.returns)
         return steps_referenced(self.returns)
 
     def build_result(self, inputs: Mapping[str, Any], results: Mapping[str, Any]) -> Any:

@@ -193,15 +193,9 @@ class Supervisor:
                 continue
         return runs
 
-    def _saga_of(self, saga_id: str) -> Saga | None:
-        name = self.engine.store.client.hget(self.engine.store.saga_keys(saga_id)[0], "name")
-        return self.engine.registry.get(str(name)) if name else None
-
     def _abort(self, saga_id: str, reason: str, error: Mapping[str, object]
                ) -> list[str] | None:
-        saga = self._saga_of(saga_id)
-        if saga is None:
-            raise SagaNotFoundError(f"no saga {saga_id!r} is recorded")
+        saga = self.engine.saga_of(saga_id)
         store = self.engine.store
         rollback = store.abort(saga_id, reason=reason, error=dict(error),
                                table=saga.compensation_table())
@@ -248,9 +242,10 @@ class Supervisor:
         if pending.status is not StepStatus.FAILED:
             store.fail(run.saga_id, Role.ACTION, pending.name, attempt=0, error=error,
                        retry_in_s=None)
-        store.fail_saga(run.saga_id, failed_step=pending.name, error=error,
-                        table=saga.compensation_table())
-        self.engine.continue_rollback(run.saga_id)
+        rollback = store.fail_saga(run.saga_id, failed_step=pending.name, error=error,
+                                   table=saga.compensation_table())
+        if rollback is not None:
+            _celery.start_rollback(self.engine, saga, run.saga_id, rollback)
         return "failed"
 
     def _drive_rollback(self, run: SagaRun, exhausted: bool) -> str:
