@@ -11,9 +11,10 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init
 
-from sagaline import EmbeddedRedis, RedisStore, Sagaline
+from sagaline import EmbeddedRedis, EventBus, RedisStore, Sagaline, Taxonomy
 from sagaline.urls import backend_url, broker_url
 from sagas import SAGAS
+from tasks import SUBSCRIBERS
 from tasks.db import database
 
 from .settings import Settings, load_settings
@@ -60,14 +61,27 @@ def create_app(settings: Settings) -> tuple[Celery, Sagaline]:
             "schedule": settings.recovery_interval.total_seconds(),
             "options": {"expires": settings.recovery_interval.total_seconds()},
         },
+        "sagaline-dispatch-events": {
+            "task": "sagaline.events.dispatch",
+            "schedule": settings.recovery_interval.total_seconds(),
+            "options": {"expires": settings.recovery_interval.total_seconds()},
+        },
     }
     app.conf.beat_schedule_filename = str(settings.data_dir / "celerybeat-schedule")
     store = RedisStore.from_url(
         url, prefix=settings.key_prefix, retention_s=int(settings.retention.total_seconds()),
         handoff_s=settings.handoff.total_seconds(),
     )
+    bus = EventBus.from_url(
+        settings.bus_url.get_secret_value() if settings.bus_url is not None else url,
+        prefix=settings.key_prefix, retention=settings.retention,
+        maxlen=settings.events_maxlen, taxonomy=Taxonomy.load(settings.events_taxonomy),
+    )
+    bus.subscribe(*SUBSCRIBERS)
     engine = Sagaline(app, store, sagas=SAGAS, fault_injection=settings.fault_injection,
-                      lease=settings.lease, max_recoveries=settings.max_recoveries)
+                      lease=settings.lease, max_recoveries=settings.max_recoveries, bus=bus,
+                      lifecycle_events=settings.lifecycle_events,
+                      enabled=settings.sagas_enabled)
     database.configure(settings.sqlite_url)
     return app, engine
 

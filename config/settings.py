@@ -46,6 +46,20 @@ class Settings(BaseSettings):
     """Whether workers honour injected faults (tests and ``sagaline.testing`` only)."""
     log_level: str = "INFO"
     """The workers' log level."""
+    sagas_enabled: bool = True
+    """Feature flag: whether sagas may be started (off: a start is refused, nothing is
+    enqueued; sagas already running go on)."""
+    lifecycle_events: bool = True
+    """Feature flag: whether the engine's lifecycle events (``saga.started``...) go to the
+    event bus; events the steps emit go either way."""
+    bus_url: SecretStr | None = None
+    """Redis for the event bus; unset: the same Redis as the broker and saga state."""
+    events_taxonomy: Path = Field(
+        default_factory=lambda: Path(__file__).resolve().parent.parent / "events.toml")
+    """The event taxonomy file: every event name the project publishes."""
+    events_maxlen: int = Field(default=100_000, ge=1000)
+    """About how many events the bus's stream keeps (each flow's history is kept apart,
+    for the retention time)."""
 
     @field_validator("key_prefix")
     @classmethod

@@ -5,6 +5,7 @@ for good, the completed steps are undone in reverse by their compensations, each
 task too; Redis records every transition.
 """
 
+from .bus import EventBus, Subscription, subscriber
 from .context import StepContext
 from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .engine import SagaHandle, Sagaline
@@ -13,20 +14,26 @@ from .errors import (
     DeadlineExceededError,
     DefinitionError,
     EnqueueError,
+    EventError,
     InjectedFaultError,
+    InvalidEventError,
     InvalidCorrelationIdError,
     InvalidInputError,
     NonRetryableError,
+    PublishError,
     RecoveryExhaustedError,
     SagaCancelledError,
     SagaError,
     SagaNotFoundError,
+    SagasDisabledError,
     StateError,
     StepError,
     StepTimeoutError,
+    TaxonomyError,
     UnknownSagaError,
     WaitTimeoutError,
 )
+from .events import Event, event_name
 from .ids import new_id
 from .policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, NO_RETRY, RetryPolicy
 from .record import DeadLetter, ErrorInfo, OperationRun, SagaRun, StepRun, Transition
@@ -38,6 +45,7 @@ from .step import Step
 from .store import RedisStore
 from .supervisor import StuckSaga, Supervisor
 from .task import SagaTask, saga_task
+from .taxonomy import EventType, Taxonomy
 
 __all__ = [
     # declaring
@@ -62,6 +70,14 @@ __all__ = [
     "StuckSaga",
     "Supervisor",
     "new_id",
+    # events
+    "Event",
+    "EventBus",
+    "EventType",
+    "Subscription",
+    "Taxonomy",
+    "event_name",
+    "subscriber",
     # outcomes
     "DeadLetter",
     "ErrorInfo",
@@ -78,17 +94,22 @@ __all__ = [
     "DefinitionError",
     "EmbeddedRedisError",
     "EnqueueError",
+    "EventError",
     "InjectedFaultError",
+    "InvalidEventError",
     "InvalidCorrelationIdError",
     "InvalidInputError",
     "NonRetryableError",
+    "PublishError",
     "RecoveryExhaustedError",
     "SagaCancelledError",
     "SagaError",
     "SagaNotFoundError",
+    "SagasDisabledError",
     "StateError",
     "StepError",
     "StepTimeoutError",
+    "TaxonomyError",
     "UnknownSagaError",
     "WaitTimeoutError",
 ]

@@ -72,6 +72,12 @@ class SagaCeleryTask(Task):  # type: ignore[misc]
             return self.run(*args, **kwargs)
         envelope = Envelope.from_message(raw)
         try:
+            return self._execute(envelope)
+        finally:
+            self.engine.outbox.flush(envelope.saga_id)
+
+    def _execute(self, envelope: Envelope) -> Any:
+        try:
             return self.engine.runtime.execute(envelope, self.validated)
         except RetryIn as again:
             raise self.retry(countdown=again.delay_s, exc=again.cause, max_retries=None) from None
@@ -153,7 +159,10 @@ def on_step_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
         return
     log.warning("[saga %s] %s failed at %s (%s); compensating %s", envelope.saga_id, saga.name,
                 envelope.step, error["message"], ", ".join(rollback.plan) or "nothing")
-    start_rollback(engine, saga, envelope.saga_id, rollback)
+    try:
+        start_rollback(engine, saga, envelope.saga_id, rollback)
+    finally:
+        engine.outbox.flush(envelope.saga_id)
 
 
 def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
@@ -168,7 +177,10 @@ def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -
     )
     log.error("[saga %s] compensation of %s failed (%s); going on with the rest",
               envelope.saga_id, envelope.step, exc)
-    engine.continue_rollback(envelope.saga_id)
+    try:
+        engine.continue_rollback(envelope.saga_id)
+    finally:
+        engine.outbox.flush(envelope.saga_id)
 
 
 def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,

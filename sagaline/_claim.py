@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _json
+from .events import derived_id
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Claim:
     """An injected fault's message: this attempt must fail with it (``run``)."""
     results: dict[str, Any] | None = None
     """Results of the steps asked for (``run``)."""
+    started_event: str = ""
+    """The id of the event the attempt's ``started`` log entry stands for (``run``)."""
     result: Any = None
     """The recorded result (``completed``)."""
     cursor: int = -1
@@ -35,13 +38,16 @@ class Claim:
     """The saga's status (``inactive``)."""
 
 
-def claim_from_reply(reply: list[Any], needed: Sequence[str]) -> Claim:
+def claim_from_reply(reply: list[Any], needed: Sequence[str], saga_id: str = "") -> Claim:
     """Read ``begin.lua``'s reply."""
     kind = reply[0]
     if kind == "run":
-        results = {name: _json.loads(raw) for name, raw in zip(needed, reply[5:], strict=True)}
+        results = {name: _json.loads(raw) for name, raw in zip(needed, reply[6:], strict=True)}
+        index, entry = str(reply[5]).split(" ", 1)
+        started = derived_id(float(_json.loads(entry)["at"]), saga_id, index)
         return Claim(kind, attempt=int(reply[1]), inputs=_json.loads(reply[2]),
-                     correlation_id=reply[3], fault=reply[4], results=results)
+                     correlation_id=reply[3], fault=reply[4], results=results,
+                     started_event=started)
     if kind == "completed":
         return Claim(kind, result=_json.loads(reply[1]), cursor=int(reply[2]))
     if kind == "busy":

@@ -144,7 +144,9 @@ class Runtime:
         ctx = StepContext(
             saga_id=envelope.saga_id, saga_name=saga.name, step=step.name, role=role,
             attempt=claim.attempt, correlation_id=claim.correlation_id,
-            cancel_check=heartbeat.should_stop,
+            cancel_check=heartbeat.should_stop, causation_id=claim.started_event or None,
+            source=(step.action if role is Role.ACTION else step.compensation or step.action).name,
+            event_check=self.engine.check_event,
         )
         try:
             arguments = resolve_all(refs, claim.inputs, claim.results)
@@ -172,7 +174,7 @@ class Runtime:
             following = saga.steps[index + 1].name
         outcome = store.complete(
             envelope.saga_id, role, step.name, attempt=claim.attempt, result=result,
-            saga_result=saga_result, final=last, next_step=following,
+            saga_result=saga_result, final=last, next_step=following, events=ctx.emitted,
         )
         if outcome == "stale":
             raise Skip(f"{role.value} {step.name} attempt {claim.attempt} lost its lease")

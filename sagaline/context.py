@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from .errors import SagaCancelledError
+from . import _json
+from .errors import InvalidEventError, SagaCancelledError
+from .events import name_problems
 from .status import Role
+
+#: The header names under which outside calls carry the flow's ids.
+CORRELATION_HEADER = "X-Correlation-ID"
+CAUSATION_HEADER = "X-Causation-ID"
 
 
 def _never() -> bool:
     return False
+
+
+def _convention_only(name: str, payload: dict[str, Any]) -> list[str]:
+    return name_problems(name)
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,15 @@ class StepContext:
     """The id shared by everything done for one business flow."""
     cancel_check: Callable[[], bool] = field(default=_never, repr=False, compare=False)
     """Answers whether this attempt should stop; use :meth:`cancelled`."""
+    causation_id: str | None = None
+    """The id of the event that started this attempt (its ``saga.step.started``)."""
+    source: str = ""
+    """The task name that runs this operation: the ``source`` of the events it emits."""
+    event_check: Callable[[str, dict[str, Any]], list[str]] = field(
+        default=_convention_only, repr=False, compare=False)
+    """Says what is wrong with an event before it is emitted (the engine's taxonomy)."""
+    emitted: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
+    """Events emitted so far by this attempt; published only if the attempt is recorded."""
 
     @property
     def idempotency_key(self) -> str:
@@ -53,6 +73,32 @@ class StepContext:
         A compensation uses it to find what its action did.
         """
         return f"{self.saga_id}:{self.step}:{Role.ACTION.value}"
+
+    def emit(self, name: str, payload: dict[str, Any] | None = None) -> None:
+        """Emit a domain event (``orders.order.created``) for this flow.
+
+        The event carries the saga's correlation id and names this attempt's start as its
+        cause. It is recorded with the operation's result in one atomic step and published
+        after: an attempt that fails or is superseded publishes nothing, and a bus that is
+        down delays the event but never loses it or fails the saga.
+
+        Raises:
+            InvalidEventError: The name breaks the convention or is not in the taxonomy,
+                or the payload does not match its schema.
+        """
+        body = _json.jsonable(payload or {})
+        problems = self.event_check(name, body)
+        if problems:
+            raise InvalidEventError(f"step {self.step} cannot emit {name!r}: "
+                                    + "; ".join(problems))
+        self.emitted.append({"name": name, "payload": body, "source": self.source})
+
+    def outgoing_headers(self) -> dict[str, str]:
+        """Headers for outside calls, so the other side can join its work to this flow."""
+        headers = {CORRELATION_HEADER: self.correlation_id}
+        if self.causation_id:
+            headers[CAUSATION_HEADER] = self.causation_id
+        return headers
 
     def cancelled(self) -> bool:
         """Whether this attempt should stop (the saga was cancelled or its lease lost)."""

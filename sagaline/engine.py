@@ -14,7 +14,16 @@ from pydantic import BaseModel
 
 from . import _celery, ids
 from ._runtime import Runtime, describe_error
-from .errors import ConfigurationError, EnqueueError, SagaNotFoundError, StateError
+from .bus import EventBus
+from .errors import (
+    ConfigurationError,
+    EnqueueError,
+    SagaNotFoundError,
+    SagasDisabledError,
+    StateError,
+)
+from .events import name_problems
+from .outbox import Outbox
 from .record import SagaRun
 from .registry import SagaRegistry
 from .saga import Saga
@@ -64,7 +73,8 @@ class Sagaline:
     def __init__(
         self, app: Celery, store: RedisStore, sagas: Sequence[Saga] = (), *,
         fault_injection: bool = False, lease: timedelta = timedelta(seconds=30),
-        max_recoveries: int = 5,
+        max_recoveries: int = 5, bus: EventBus | None = None, lifecycle_events: bool = True,
+        enabled: bool = True,
     ) -> None:
         """Bind to ``app`` and ``store``, and register ``sagas``.
 
@@ -77,6 +87,12 @@ class Sagaline:
                 lost mid-step is noticed this long after its last heartbeat.
             max_recoveries: How often the sweep drives one saga on without progress before
                 it fails the operation it waits on.
+            bus: Where events go (the engine's lifecycle events and those steps emit);
+                ``None``: nowhere, though every saga's log still records them.
+            lifecycle_events: Whether the engine's lifecycle events go to the bus (the
+                feature flag; events steps emit go either way).
+            enabled: Whether sagas may start here (the feature flag); while off,
+                :meth:`start` refuses and enqueues nothing. Sagas already running go on.
 
         Raises:
             ConfigurationError: The app would accept pickle or another unsafe serializer.
@@ -90,6 +106,11 @@ class Sagaline:
         self.lease_s = lease.total_seconds()
         self.max_recoveries = max_recoveries
         self.supervisor = Supervisor(self)
+        self.bus = bus
+        self.outbox = Outbox(store, bus, lifecycle_events=lifecycle_events)
+        self.enabled = enabled
+        if bus is not None:
+            bus.bind(app)
         _celery.register_errbacks(self)
         for saga in sagas:
             self.register(saga)
@@ -117,26 +138,36 @@ class Sagaline:
             saga: The saga, or its registered name.
             inputs: Validated with the saga's input model before anything is written.
             correlation_id: The business flow's id; a UUIDv7 is generated when ``None``.
-            causation_id: The id of the event or command that caused this run.
+            causation_id: The id (a UUID) of the event or command that caused this run;
+                when ``None``, the start itself is the cause and gets a new UUIDv7, so the
+                run's ``saga.started`` always names what triggered it.
 
         Raises:
             UnknownSagaError: No saga of that name is registered.
             InvalidInputError: The inputs are invalid (naming each field); nothing recorded.
-            InvalidCorrelationIdError: ``correlation_id`` is not a UUID; nothing recorded.
+            InvalidCorrelationIdError: ``correlation_id`` or ``causation_id`` is not a UUID;
+                nothing recorded.
+            SagasDisabledError: Sagas are switched off here; nothing recorded.
             EnqueueError: The broker refused the first message; the run is recorded failed.
         """
+        if not self.enabled:
+            raise SagasDisabledError(
+                "sagas are switched off in this process (SAGALINE_SAGAS_ENABLED=false); "
+                "nothing was started. Switch them on to start sagas."
+            )
         definition = self.registry.get(saga) if isinstance(saga, str) else saga
         if definition.name not in self.registry:
             self.register(definition)
         values = definition.validate_inputs(inputs)
         cid = ids.correlation_id(correlation_id)
+        trigger = ids.causation_id(causation_id)
         saga_id = ids.new_id()
         signature = _celery.forward_chain(self, definition, saga_id)
         deadline_at = None
         if definition.deadline is not None:
             deadline_at = time.time() + definition.deadline.total_seconds()
         if not self.store.create(
-            saga_id, name=definition.name, correlation_id=cid, causation_id=causation_id,
+            saga_id, name=definition.name, correlation_id=cid, causation_id=trigger,
             inputs=values, plan=[s.name for s in definition.steps], deadline_at=deadline_at,
         ):
             raise StateError(f"saga id {saga_id} is taken; this should not happen with UUIDv7")
@@ -148,8 +179,21 @@ class Sagaline:
                 f"saga {saga_id} was recorded but could not be enqueued ({error}); "
                 "it is recorded as failed. Check that the broker is reachable."
             ) from error
+        finally:
+            self.outbox.flush(saga_id)
         log.info("[saga %s] %s started (correlation %s)", saga_id, definition.name, cid)
         return SagaHandle(self, saga_id, cid)
+
+    def check_event(self, name: str, payload: dict[str, Any]) -> list[str]:
+        """What is wrong with an event a step is about to emit (empty when nothing).
+
+        The name must follow the convention and, when the bus has a taxonomy, be in it.
+        """
+        problems = name_problems(name)
+        taxonomy = self.bus.taxonomy if self.bus is not None else None
+        if not problems and taxonomy is not None and name not in taxonomy:
+            problems = [f"{name!r} is not registered in {taxonomy.path}"]
+        return problems
 
     def cancel(self, saga_id: str, reason: str = "cancelled by request") -> SagaStatus:
         """Cancel a running saga; see :meth:`Supervisor.cancel`."""

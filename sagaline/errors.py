@@ -40,6 +40,29 @@ class UnknownSagaError(SagaError):
     """Raised when no saga of the given name is registered with the engine."""
 
 
+class SagasDisabledError(SagaError):
+    """Raised when a saga is started while sagas are switched off; nothing was enqueued.
+
+    Switch them on with ``SAGALINE_SAGAS_ENABLED=true`` (or the engine's ``enabled``).
+    """
+
+
+class EventError(SagaError):
+    """Raised for events: a malformed or unregistered event, or a bus that refused it."""
+
+
+class InvalidEventError(EventError):
+    """Raised when an event's name breaks the convention or is not in the taxonomy."""
+
+
+class PublishError(EventError):
+    """Raised when an event published outside a saga could not be written to the bus."""
+
+
+class TaxonomyError(EventError):
+    """Raised when the taxonomy file cannot be read or declares an event wrongly."""
+
+
 class StateError(SagaError):
     """Raised when the saga store cannot do what was asked."""
 

@@ -14,6 +14,25 @@ def new_id() -> str:
     return str(uuid6.uuid7())
 
 
+def causation_id(given: str | None) -> str:
+    """The given causation id, checked and normalised; a new UUIDv7 when none is given.
+
+    The new id stands for the start command itself.
+
+    Raises:
+        InvalidCorrelationIdError: ``given`` is not a UUID.
+    """
+    if given is None:
+        return new_id()
+    try:
+        return str(uuid.UUID(str(given)))
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidCorrelationIdError(
+            f"causation_id {given!r} is not a UUID; pass the id of the event or command "
+            "that caused this run, or none"
+        ) from None
+
+
 def correlation_id(given: str | None) -> str:
     """The given correlation id, checked and normalised; a new UUIDv7 when none is given.
 

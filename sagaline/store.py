@@ -40,7 +40,7 @@ from .record import DeadLetter, SagaRun, TaskNames, build_run
 from .status import Role, SagaStatus
 
 _SCRIPTS = ("create", "begin", "renew", "complete", "fail", "fail_saga", "abort", "abandon",
-            "recover", "awaited", "reopen")
+            "recover", "awaited", "reopen", "published")
 _FINAL_OPERATION = ("completed", "failed", "skipped")
 
 
@@ -129,7 +129,7 @@ class RedisStore:
         """Claim the next attempt of a step's action or compensation (see ``begin.lua``)."""
         reply = self._call("begin", saga_id, role.value, step, index, lease_s,
                            _json.dumps(list(needed)), "1" if self.honour_faults else "0")
-        return claim_from_reply(reply, needed)
+        return claim_from_reply(reply, needed, saga_id)
 
     def renew(self, saga_id: str, role: Role, step: str, *, attempt: int, lease_s: float
               ) -> tuple[bool, bool]:
@@ -138,14 +138,18 @@ class RedisStore:
         return reply[0] == "ok", reply[1] == "1"
 
     def complete(self, saga_id: str, role: Role, step: str, *, attempt: int, result: Any,
-                 saga_result: Any = None, final: bool = False, next_step: str = "") -> str:
+                 saga_result: Any = None, final: bool = False, next_step: str = "",
+                 events: Sequence[dict[str, Any]] = ()) -> str:
         """Record a successful attempt; with ``final`` also complete the saga.
 
-        ``next_step`` names the forward step the saga waits on next, if any.
+        ``next_step`` names the forward step the saga waits on next, if any. ``events``
+        are the events the operation emitted (``{"name", "payload", "source"}``): they are
+        logged, and so published, only if this attempt is the one recorded.
         """
         return str(self._call(
             "complete", saga_id, role.value, step, attempt, _json.dumps(result),
             _json.dumps(saga_result) if final else "", next_step,
+            _json.dumps(list(events)) if events else "",
         ))
 
     def fail(self, saga_id: str, role: Role, step: str, *, attempt: int, error: dict[str, Any],
@@ -235,6 +239,28 @@ class RedisStore:
         raw = cast(dict[str, str], self.client.hgetall(f"{self.prefix}dead_letters"))
         letters = [DeadLetter.model_validate(_json.loads(v)) for v in raw.values()]
         return sorted(letters, key=lambda d: d.at)
+
+    # -- the event outbox (the transition log) --------------------------------------------
+
+    def outbox_due(self, limit: int = 100, older_than_s: float = 0.0) -> list[str]:
+        """Sagas with log entries not yet published, written ``older_than_s`` ago or more."""
+        now = self.client.time()
+        ids = self.client.zrangebyscore(f"{self.prefix}index:outbox", "-inf",
+                                        now[0] + now[1] / 1e6 - older_than_s, start=0, num=limit)
+        return cast(list[str], ids)
+
+    def read_outbox(self, saga_id: str) -> tuple[dict[str, str], list[str], int]:
+        """A saga's hash, its whole log, and how many log entries were published."""
+        saga_key, _, log_key = self.saga_keys(saga_id)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(saga_key)
+            pipe.lrange(log_key, 0, -1)
+            saga, entries = pipe.execute()
+        return saga, entries, int(saga.get("events_published") or 0)
+
+    def mark_published(self, saga_id: str, count: int) -> int:
+        """Record that the first ``count`` log entries were published; how many are left."""
+        return int(self._call("published", saga_id, count))
 
     # -- injected faults ------------------------------------------------------------------
 

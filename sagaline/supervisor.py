@@ -14,6 +14,7 @@ with the sagas that need it, not with every saga ever run. For each:
 4. Compensating: re-enqueue the compensations left; an awaited action whose worker was lost
    makes its compensation due; a compensation recovered too often is marked failed (and
    dead-lettered) so the others go on.
+5. Publish the events of every saga whose outbox still holds entries (the bus was down).
 
 A saga in a final state is never driven again; recoveries of one saga are spaced out
 exponentially and capped, so a dead saga is never picked up forever.
@@ -146,6 +147,10 @@ class Supervisor:
             counts["deadline"] += 1
         for saga_id in store.due(limit):
             counts[self._recover_one(saga_id)] += 1
+            self.engine.outbox.flush(saga_id)
+        published = self.engine.outbox.sweep(limit)
+        if published:
+            counts["events_published"] = published
         pruned = store.prune_indexes()
         if pruned:
             counts["pruned"] = pruned
@@ -207,7 +212,10 @@ class Supervisor:
             self.engine.app.control.revoke(queued)
         log.warning("[saga %s] %s: %s; compensating %s", saga_id, reason, error["message"],
                     ", ".join(rollback.plan) or "nothing")
-        _celery.start_rollback(self.engine, saga, saga_id, rollback)
+        try:
+            _celery.start_rollback(self.engine, saga, saga_id, rollback)
+        finally:
+            self.engine.outbox.flush(saga_id)
         return rollback.plan
 
     def _recover_one(self, saga_id: str) -> str:

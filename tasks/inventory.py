@@ -52,6 +52,8 @@ def reserve_inventory(ctx: StepContext, order_id: int, items: list[OrderLine]) -
             select(Reservation).where(Reservation.saga_key == ctx.idempotency_key)
         ).all()
         if held:
+            ctx.emit("inventory.stock.reserved", {"order_id": order_id,
+                                                  "reservation_ids": [r.id for r in held]})
             return {"reservation_ids": [r.id for r in held]}
         ids = []
         for line in items:
@@ -73,6 +75,7 @@ def reserve_inventory(ctx: StepContext, order_id: int, items: list[OrderLine]) -
             session.add(reservation)
             session.flush()
             ids.append(reservation.id)
+        ctx.emit("inventory.stock.reserved", {"order_id": order_id, "reservation_ids": ids})
         return {"reservation_ids": ids}
 
 
@@ -92,4 +95,5 @@ def release_inventory(ctx: StepContext, order_id: int) -> dict[str, Any]:
                 .values(stock=Product.stock + reservation.quantity)
             )
             reservation.released = True
+        ctx.emit("inventory.stock.released", {"order_id": order_id, "released": len(held)})
         return {"order_id": order_id, "released": len(held)}

@@ -74,6 +74,8 @@ def create_order(
     with database.session() as session:
         existing = session.scalar(select(Order).where(Order.saga_key == ctx.idempotency_key))
         if existing is not None:
+            ctx.emit("orders.order.created", {"order_id": existing.id,
+                                              "customer_id": existing.customer_id})
             return {"order_id": existing.id}
         if session.get(Customer, customer_id) is None:
             raise UnknownCustomerError(f"customer {customer_id!r} does not exist",
@@ -86,6 +88,7 @@ def create_order(
         )
         session.add(order)
         session.flush()
+        ctx.emit("orders.order.created", {"order_id": order.id, "customer_id": customer_id})
         return {"order_id": order.id}
 
 
@@ -96,6 +99,7 @@ def cancel_order(ctx: StepContext, order_id: int) -> dict[str, Any]:
         order = session.get(Order, order_id)
         if order is not None and order.status != "cancelled":
             order.status = "cancelled"
+        ctx.emit("orders.order.cancelled", {"order_id": order_id})
         return {"order_id": order_id, "status": "cancelled"}
 
 
@@ -107,4 +111,5 @@ def confirm_order(ctx: StepContext, order_id: int) -> dict[str, Any]:
         if order is None or order.status == "cancelled":
             raise OrderNotOpenError(f"order {order_id} is not open", order_id=order_id)
         order.status = "confirmed"
+        ctx.emit("orders.order.confirmed", {"order_id": order_id})
         return {"order_id": order_id, "status": "confirmed"}

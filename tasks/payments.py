@@ -53,6 +53,8 @@ def process_payment(
     with database.session() as session:
         existing = session.scalar(select(Payment).where(Payment.saga_key == ctx.idempotency_key))
         if existing is not None:
+            ctx.emit("payments.payment.charged", {"payment_id": existing.id,
+                                                  "amount_cents": existing.amount_cents})
             return {"payment_id": existing.id, "amount_cents": existing.amount_cents}
         taken = session.execute(
             update(Account)
@@ -70,6 +72,7 @@ def process_payment(
                           order_id=order_id, amount_cents=wanted)
         session.add(payment)
         session.flush()
+        ctx.emit("payments.payment.charged", {"payment_id": payment.id, "amount_cents": wanted})
         return {"payment_id": payment.id, "amount_cents": wanted}
 
 
@@ -86,4 +89,6 @@ def refund_payment(ctx: StepContext, customer_id: str) -> dict[str, Any]:
             .values(balance_cents=Account.balance_cents + payment.amount_cents)
         )
         payment.status = "refunded"
+        ctx.emit("payments.payment.refunded", {"payment_id": payment.id,
+                                               "amount_cents": payment.amount_cents})
         return {"payment_id": payment.id, "refunded_cents": payment.amount_cents}

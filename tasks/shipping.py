@@ -28,10 +28,14 @@ def create_shipment(ctx: StepContext, order_id: int) -> dict[str, Any]:
     with database.session() as session:
         existing = session.scalar(select(Shipment).where(Shipment.saga_key == ctx.idempotency_key))
         if existing is not None:
+            ctx.emit("shipping.shipment.scheduled", {"order_id": order_id,
+                                                     "shipment_id": existing.id})
             return {"shipment_id": existing.id}
         shipment = Shipment(saga_key=ctx.idempotency_key, order_id=order_id)
         session.add(shipment)
         session.flush()
+        ctx.emit("shipping.shipment.scheduled", {"order_id": order_id,
+                                                 "shipment_id": shipment.id})
         return {"shipment_id": shipment.id}
 
 
@@ -42,4 +46,5 @@ def cancel_shipment(ctx: StepContext, order_id: int) -> dict[str, Any]:
         shipment = session.scalar(select(Shipment).where(Shipment.saga_key == ctx.action_key))
         if shipment is not None:
             shipment.status = "cancelled"
+        ctx.emit("shipping.shipment.cancelled", {"order_id": order_id})
         return {"order_id": order_id, "status": "cancelled"}

@@ -12,6 +12,9 @@ EXPECTED = {
     "NonRetryableError", "SagaError", "SagaNotFoundError", "StateError", "StepError",
     "StepTimeoutError", "UnknownSagaError", "WaitTimeoutError", "StuckSaga", "Supervisor",
     "DeadLetter", "DeadlineExceededError", "RecoveryExhaustedError", "SagaCancelledError",
+    # events
+    "Event", "EventBus", "EventType", "Subscription", "Taxonomy", "event_name", "subscriber",
+    "EventError", "InvalidEventError", "PublishError", "SagasDisabledError", "TaxonomyError",
 }
 
 

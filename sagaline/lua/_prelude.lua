@@ -20,8 +20,11 @@ local function fmt(t)
   return string.format('%.6f', t)
 end
 
+-- Append to the transition log, which is also the saga's event outbox: the saga stays in
+-- index:outbox until every entry has been published (outbox.lua).
 local function log(entry)
   redis.call('RPUSH', LOG, cjson.encode(entry))
+  redis.call('ZADD', P .. 'index:outbox', 'NX', entry.at, ID)
 end
 
 local function decode_list(raw)

@@ -2,8 +2,9 @@
 -- ARGV[5..]: role, step, index, lease_s, needed_json (steps whose results to return),
 -- faults ('1' to honour injected faults).
 -- Returns one of:
---   {'run', attempt, inputs_json, correlation_id, fault, result_json...}  run it now; when
---       fault is not '', an injected fault says this attempt must fail with that message
+--   {'run', attempt, inputs_json, correlation_id, fault, started, result_json...}  run it
+--       now; when fault is not '', an injected fault says this attempt must fail with that
+--       message; started is the position and JSON of the 'started' log entry
 --   {'completed', result_json, cursor}  it completed before: a redelivered message
 --   {'busy', seconds_left}   another attempt holds a live lease
 --   {'inactive', saga_status}  the saga is not in a state where this may run
@@ -75,8 +76,11 @@ if ARGV[10] == '1' then
     end
   end
 end
+-- The started entry and its position: the id of the event it stands for (lifecycle.py).
+local started = redis.call('LLEN', LOG) - 1
 local out = {'run', attempt, redis.call('HGET', SAGA, 'inputs'),
-             redis.call('HGET', SAGA, 'correlation_id') or '', fault}
+             redis.call('HGET', SAGA, 'correlation_id') or '', fault,
+             started .. ' ' .. redis.call('LINDEX', LOG, started)}
 for _, name in ipairs(decode_list(ARGV[9])) do
   table.insert(out, redis.call('HGET', STEPS, 'action:' .. name .. ':result') or 'null')
 end

@@ -1,6 +1,7 @@
 -- Record that an attempt of a step's action or compensation succeeded.
 -- ARGV[5..]: role, step, attempt, result_json, saga_result_json ('' unless this was the
--- last forward step), next_step (the forward step after this one, '' if none).
+-- last forward step), next_step (the forward step after this one, '' if none),
+-- events_json (events the operation emitted, '' for none).
 -- Returns 'ok'; 'duplicate' (already completed: the first result stands); 'stale' (this
 -- attempt lost its lease to a newer one, which will record the outcome); or 'late' (an
 -- action that completed after its saga turned to compensating: its compensation is now
@@ -17,6 +18,13 @@ redis.call('HSET', STEPS, f .. 'status', 'completed', f .. 'result', ARGV[8],
            f .. 'ended_at', fmt(now))
 redis.call('HDEL', STEPS, f .. 'lease_until')
 redis.call('HSET', SAGA, 'recoveries', '0', 'waiting_on', '', 'updated_at', fmt(now))
+if ARGV[11] and ARGV[11] ~= '' then
+  -- Events the operation emitted: logged (so published) only with the recorded attempt.
+  for _, emitted in ipairs(cjson.decode(ARGV[11])) do
+    log({at = now, event = 'emit', step = step, role = role, attempt = attempt,
+         name = emitted.name, payload = emitted.payload, source = emitted.source})
+  end
+end
 log({at = now, event = role .. '.completed', step = step, attempt = attempt})
 local status = redis.call('HGET', SAGA, 'status')
 if role == 'action' then

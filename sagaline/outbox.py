@@ -1,0 +1,129 @@
+"""The outbox relay: publishes a saga's logged transitions to the event bus.
+
+The saga's transition log is its outbox (see :mod:`sagaline.lifecycle`): the scripts that
+change a saga's state log the change in the same atomic step and put the saga in
+``index:outbox``. The relay publishes what was logged and not yet published, then moves
+the saga's published count forward. It runs right after each transition (in the process
+that made it), and the recovery sweep runs it for every saga left in the index, so a
+publish that fails (the bus is down) is retried until it succeeds. A failed publish never
+fails the saga: it is logged and left for the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import redis
+
+from .bus import EventBus
+from .errors import EventError
+from .events import Event
+from .lifecycle import derive_events
+from .store import RedisStore
+
+log = logging.getLogger("sagaline.outbox")
+
+#: How long one relay may hold a saga's outbox before another may take it over.
+LOCK_MS = 10_000
+#: How often, and how long apart, a relay asks for a saga's outbox another relay holds.
+LOCK_TRIES = 10
+LOCK_WAIT_S = 0.02
+
+
+class Outbox:
+    """Relays logged transitions of sagas to a bus.
+
+    Args:
+        store: Where the logs are.
+        bus: Where events go; ``None`` publishes nothing (the log is only marked read).
+        lifecycle_events: Whether the engine's own lifecycle events are published; events
+            the steps emitted are published either way.
+    """
+
+    def __init__(self, store: RedisStore, bus: EventBus | None, *,
+                 lifecycle_events: bool = True) -> None:
+        """Relay from ``store`` to ``bus``."""
+        self.store = store
+        self.bus = bus
+        self.lifecycle_events = lifecycle_events
+
+    def flush(self, saga_id: str) -> int:
+        """Publish what the saga logged and has not published; how many events went out.
+
+        Never raises: a bus or store failure is logged and left for the sweep.
+        """
+        try:
+            return self._flush(saga_id)
+        except (redis.RedisError, EventError, OSError) as error:
+            log.warning("[saga %s] events not published yet (%s); the sweep will retry",
+                        saga_id, error)
+            return 0
+
+    def _flush(self, saga_id: str) -> int:
+        lock = f"{self.store.prefix}saga:{saga_id}:outbox_lock"
+        token = uuid.uuid4().hex
+        client = self.store.client
+        for _ in range(LOCK_TRIES):
+            if client.set(lock, token, nx=True, px=LOCK_MS):
+                break
+            time.sleep(LOCK_WAIT_S)
+        else:
+            return 0  # another relay is slow to publish; whatever it misses, the sweep gets
+        try:
+            published = 0
+            for _ in range(3):  # entries logged while publishing are taken the next round
+                sent, left = self._publish_pending(saga_id)
+                published += sent
+                if left <= 0:
+                    break
+            return published
+        finally:
+            if client.get(lock) == token:
+                client.delete(lock)
+
+    def _publish_pending(self, saga_id: str) -> tuple[int, int]:
+        saga, entries, done = self.store.read_outbox(saga_id)
+        if not saga:
+            return 0, self.store.mark_published(saga_id, 0)
+        if done >= len(entries):
+            return 0, self.store.mark_published(saga_id, len(entries))
+        events = [
+            logged.event for logged in derive_events(saga_id, saga, entries)
+            if logged.index >= done and (self.lifecycle_events or not logged.lifecycle)
+        ]
+        if events and self.bus is not None:
+            self.bus.publish(*self._registered(saga_id, events))
+        return len(events) if self.bus is not None else 0, self.store.mark_published(
+            saga_id, len(entries))
+
+    def _registered(self, saga_id: str, events: list[Event]) -> list[Event]:
+        """The events the bus's taxonomy knows; an unknown one is logged, never blocking."""
+        taxonomy = self.bus.taxonomy if self.bus is not None else None
+        if taxonomy is None:
+            return events
+        known = []
+        for event in events:
+            if event.name in taxonomy:
+                known.append(event)
+            else:
+                log.error("[saga %s] event %s is not in the taxonomy %s: not published",
+                          saga_id, event.name, taxonomy.path)
+        return known
+
+    def sweep(self, limit: int = 200, older_than_s: float = 1.0) -> int:
+        """Publish for every saga whose outbox still holds entries; how many events went."""
+        try:
+            due = self.store.outbox_due(limit, older_than_s)
+        except redis.RedisError as error:
+            log.warning("outbox sweep could not read the index (%s)", error)
+            return 0
+        return sum(self.flush(saga_id) for saga_id in due)
+
+    def events_of(self, saga_id: str) -> list[Event]:
+        """Every event a saga's log stands for (published or not), in order."""
+        saga, entries, _ = self.store.read_outbox(saga_id)
+        if not saga:
+            return []
+        return [logged.event for logged in derive_events(saga_id, saga, entries)]
