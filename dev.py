@@ -3,7 +3,9 @@
 
     python3 dev.py demo     a real saga on a real worker, on the embedded Redis
     python3 dev.py test     the whole test suite
-    python3 dev.py check    ruff and mypy
+    python3 dev.py check    ruff, mypy and the events lint of the code
+    python3 dev.py events   the events lint of the code and of the events the last test
+                            session emitted (var/test-events.jsonl)
     python3 dev.py worker   a worker (pass celery options after it)
 
 Each command creates the virtual environment (.venv, or $SAGALINE_VENV) and installs the
@@ -49,8 +51,8 @@ def run(*command: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Dispatch ``demo``, ``test``, ``check`` or ``worker``."""
-    if not argv or argv[0] not in {"demo", "test", "check", "worker"}:
+    """Dispatch ``demo``, ``test``, ``check``, ``events`` or ``worker``."""
+    if not argv or argv[0] not in {"demo", "test", "check", "worker", "events"}:
         print(__doc__)
         return 2
     ensure_environment()
@@ -61,8 +63,14 @@ def main(argv: list[str]) -> int:
         return run("python", "-m", "pytest", *rest)
     if command == "worker":
         return run("sagaline", "worker", *rest)
-    return run("ruff", "check", "sagaline", "sagas", "tasks", "config", "tests",
-               "benchmarks") or run("mypy")
+    if command == "events":
+        emitted = ROOT / "var" / "test-events.jsonl"
+        if not emitted.exists():
+            print(f"{emitted} is missing: run 'python3 dev.py test' first", file=sys.stderr)
+            return 1
+        return run("sagaline", "events", "lint", "--emitted", str(emitted), *rest)
+    return (run("ruff", "check", "sagaline", "sagas", "tasks", "config", "tests", "benchmarks")
+            or run("mypy") or run("sagaline", "events", "lint"))
 
 
 if __name__ == "__main__":

@@ -209,6 +209,23 @@ def reset_broker_connections() -> None:
     test_app.amqp._producer_pool = None
 
 
+EMITTED_EVENTS = ROOT / "var" / "test-events.jsonl"
+"""Where the session writes every event it published, for ``sagaline events lint``."""
+
+
+def write_emitted_events() -> None:
+    """Write the events the session's sagas published, one JSON per line."""
+    bus = test_engine.bus
+    if bus is None:
+        return
+    try:
+        events = bus.read()
+    except redis.RedisError:
+        return
+    EMITTED_EVENTS.parent.mkdir(exist_ok=True)
+    EMITTED_EVENTS.write_text("".join(e.model_dump_json() + "\n" for e in events))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Kill any process a test left behind; stop the embedded Redis if this session
     started it.
@@ -216,5 +233,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for process in STARTED:
         if process.poll() is None:
             kill_group(process)
+    write_emitted_events()
     if STARTED_EMBEDDED:
         EMBEDDED.stop()

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from sagaline import NO_RETRY, Const, FromInput, RetryPolicy, Saga, Step
 
-from .steps import fail, fail_undo, sleep, slow_undo, succeed, undo, work
+from .steps import fail, fail_undo, outgoing_headers, sleep, slow_undo, succeed, undo, work
 
 
 class Tagged(BaseModel):
@@ -97,5 +97,11 @@ long_step = Saga(
     steps=[Step("long", sleep, args={**TAG, "seconds": Const(5)})],
 )
 
-TEST_SAGAS = [long_step, undo_fails, too_slow, slow_start, cancellable, not_cooperative,
-              slow_rollback, with_deadline]
+with_headers = Saga(
+    "t_headers",
+    inputs=Tagged,
+    steps=[Step("call_outside", outgoing_headers, args=TAG)],
+)
+
+TEST_SAGAS = [with_headers, long_step, undo_fails, too_slow, slow_start, cancellable,
+              not_cooperative, slow_rollback, with_deadline]

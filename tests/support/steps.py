@@ -92,3 +92,9 @@ def slow_undo(ctx: StepContext, tag: str, seconds: float) -> dict[str, Any]:
     time.sleep(seconds)
     note(tag, f"{ctx.step}:undo:end")
     return {"undone": ctx.step}
+
+
+@saga_task("testing.outgoing_headers")
+def outgoing_headers(ctx: StepContext, tag: str) -> dict[str, str]:
+    """Return the headers an outside call made from this step would carry."""
+    return ctx.outgoing_headers()
