@@ -13,7 +13,7 @@ from celery.signals import worker_process_init
 
 from sagaline import EmbeddedRedis, EventBus, RedisStore, Sagaline, Taxonomy
 from sagaline.urls import backend_url, broker_url
-from sagas import SAGAS
+from sagas import CHOREOGRAPHIES, SAGAS
 from tasks import SUBSCRIBERS
 from tasks.db import database
 
@@ -82,6 +82,8 @@ def create_app(settings: Settings) -> tuple[Celery, Sagaline]:
                       lease=settings.lease, max_recoveries=settings.max_recoveries, bus=bus,
                       lifecycle_events=settings.lifecycle_events,
                       enabled=settings.sagas_enabled)
+    for choreography in CHOREOGRAPHIES:
+        choreography.bind(engine)
     database.configure(settings.sqlite_url)
     return app, engine
 

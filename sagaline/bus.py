@@ -62,6 +62,11 @@ class Subscription:
     """The handler."""
     max_retries: int = 5
     """How often a failing handler is retried before the delivery is recorded failed."""
+    on_give_up: Callable[[Event, Exception], Any] | None = None
+    """Called once when the handler failed for good (its retries spent, or an error
+    marked ``non_retryable``); the delivery then counts as handled."""
+    retry_delay_s: float = 0.2
+    """The first retry's delay; each next one doubles it (at most 30 s)."""
 
     def matches(self, name: str) -> bool:
         """Whether the subscriber wants events named ``name``."""
@@ -232,7 +237,12 @@ class EventBus:
             subscription.fn(event)
         except Exception as error:
             retries = int(getattr(task.request, "retries", 0) or 0)
-            if retries >= subscription.max_retries:
+            final = retries >= subscription.max_retries or getattr(error, "non_retryable", False)
+            if final and subscription.on_give_up is not None:
+                subscription.on_give_up(event, error)
+                self.client.set(mark, "1", ex=self.retention_s)
+                return "gave_up"
+            if final:
                 self.client.hset(f"{self.prefix}events:failed", f"{subscription.name}:{event.id}",
                                  _json.dumps({"subscriber": subscription.name,
                                               "event": event.model_dump(mode="json"),
@@ -240,7 +250,8 @@ class EventBus:
                 log.error("subscriber %s gave up on event %s (%s): %s", subscription.name,
                           event.id, event.name, error)
                 raise
-            raise task.retry(exc=error, countdown=min(0.2 * 2 ** retries, 30.0)) from error
+            delay = min(subscription.retry_delay_s * 2 ** retries, 30.0)
+            raise task.retry(exc=error, countdown=delay) from error
         self.client.set(mark, "1", ex=self.retention_s)
         return "handled"
 

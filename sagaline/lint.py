@@ -5,7 +5,8 @@ found wherever it is. The calls it knows:
 
 - ``event_name("saga.started")`` (how the engine declares its own names),
 - ``ctx.emit("orders.order.created", ...)`` and ``Event.new("...", ...)``,
-- ``Event(name="...")``, ``on_event("...")`` and ``emits=("...", ...)``,
+- ``Event(name="...")``, ``on_event("...")``, and the keywords of a choreography
+  (``on=``, ``emits=``, ``fails_with=``, ``starts_with=``, ``completes_on=``),
 - ``subscriber("orders.order.created", ...)`` patterns without wildcards.
 
 Each name must follow the convention and be registered. With ``emitted`` (a JSON-lines
@@ -28,7 +29,7 @@ from .taxonomy import Taxonomy
 #: Calls whose first argument (or ``name=``) is an event name.
 NAME_CALLS = frozenset({"event_name", "emit", "new", "on_event", "subscriber", "emit_event"})
 #: Keywords whose value is an event name, or a tuple or list of them.
-NAME_KEYWORDS = frozenset({"emits", "compensate_on"})
+NAME_KEYWORDS = frozenset({"emits", "fails_with", "starts_with", "completes_on", "on"})
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,9 @@ class Problem:
     """What is wrong and how to fix it."""
 
     def __str__(self) -> str:
-        """``path:line: message``, as compilers print."""
+        """``path:line: message``, as compilers print; the message alone without a path."""
+        if not self.path:
+            return self.message
         return f"{self.path}:{self.line}: {self.message}"
 
 
@@ -160,7 +163,7 @@ def lint(taxonomy_path: Path, paths: Sequence[Path], emitted: Path | None = None
     try:
         taxonomy = Taxonomy.load(taxonomy_path)
     except TaxonomyError as error:
-        return [Problem(str(taxonomy_path), 0, str(error))]
+        return [Problem("", 0, str(error))]
     problems = lint_code(taxonomy, paths)
     if emitted is not None:
         problems += lint_emitted(taxonomy, emitted)

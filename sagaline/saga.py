@@ -165,28 +165,7 @@ class Saga:
         Raises:
             InvalidInputError: naming each field and its problem.
         """
-        try:
-            if isinstance(inputs, BaseModel):
-                model = self.inputs.model_validate(inputs.model_dump())
-            else:
-                model = self.inputs.model_validate(dict(inputs))
-        except ValidationError as error:
-            raise InvalidInputError(
-                self.name,
-                [
-                    {
-                        "field": ".".join(str(p) for p in e["loc"]) or "(inputs)",
-                        "problem": e["msg"],
-                    }
-                    for e in error.errors()
-                ],
-            ) from None
-        except TypeError as error:
-            raise InvalidInputError(
-                self.name, [{"field": "(inputs)", "problem": f"must be an object: {error}"}]
-            ) from None
-        dumped: dict[str, Any] = model.model_dump(mode="json")
-        return dumped
+        return validate_inputs(self.name, self.inputs, inputs)
 
     def results_for_return(self) -> list[str]:
         """Steps whose results the saga's return value needs."""
@@ -205,3 +184,31 @@ class Saga:
     def compensation_table(self) -> list[tuple[str, bool]]:
         """``(step name, has a compensation)`` in forward order, as the store needs it."""
         return [(s.name, s.compensation is not None) for s in self.steps]
+
+
+def validate_inputs(saga: str, model: type[BaseModel], inputs: BaseModel | Mapping[str, Any]
+                    ) -> dict[str, Any]:
+    """Validate the inputs of saga ``saga`` with ``model``; return them in JSON form.
+
+    Raises:
+        InvalidInputError: naming each field and its problem.
+    """
+    try:
+        if isinstance(inputs, BaseModel):
+            valid = model.model_validate(inputs.model_dump())
+        else:
+            valid = model.model_validate(dict(inputs))
+    except ValidationError as error:
+        raise InvalidInputError(
+            saga,
+            [
+                {"field": ".".join(str(p) for p in e["loc"]) or "(inputs)", "problem": e["msg"]}
+                for e in error.errors()
+            ],
+        ) from None
+    except TypeError as error:
+        raise InvalidInputError(
+            saga, [{"field": "(inputs)", "problem": f"must be an object: {error}"}]
+        ) from None
+    dumped: dict[str, Any] = valid.model_dump(mode="json")
+    return dumped
