@@ -22,15 +22,8 @@ def causation_id(given: str | None) -> str:
     Raises:
         InvalidCorrelationIdError: ``given`` is not a UUID.
     """
-    if given is None:
-        return new_id()
-    try:
-        return str(uuid.UUID(str(given)))
-    except (ValueError, AttributeError, TypeError):
-        raise InvalidCorrelationIdError(
-            f"causation_id {given!r} is not a UUID; pass the id of the event or command "
-            "that caused this run, or none"
-        ) from None
+    return _checked(given, "causation_id", "pass the id of the event or command that caused "
+                    "this run, or none")
 
 
 def correlation_id(given: str | None) -> str:
@@ -42,12 +35,14 @@ def correlation_id(given: str | None) -> str:
     Raises:
         InvalidCorrelationIdError: ``given`` is not a UUID.
     """
+    return _checked(given, "correlation_id", "pass a UUID such as "
+                    "'0190f5e8-7c3a-7b21-9d4e-5f6a7b8c9d0e', or none to have one generated")
+
+
+def _checked(given: str | None, what: str, fix: str) -> str:
     if given is None:
         return new_id()
     try:
         return str(uuid.UUID(str(given)))
     except (ValueError, AttributeError, TypeError):
-        raise InvalidCorrelationIdError(
-            f"correlation_id {given!r} is not a UUID; pass a UUID such as "
-            "'0190f5e8-7c3a-7b21-9d4e-5f6a7b8c9d0e', or none to have one generated"
-        ) from None
+        raise InvalidCorrelationIdError(f"{what} {given!r} is not a UUID; {fix}") from None
