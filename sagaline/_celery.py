@@ -74,7 +74,7 @@ class SagaCeleryTask(Task):  # type: ignore[misc]
         try:
             return self._execute(envelope)
         finally:
-            self.engine.outbox.flush(envelope.saga_id)
+            self.engine.outbox.flush_soon(envelope.saga_id)
 
     def _execute(self, envelope: Envelope) -> Any:
         try:
@@ -162,7 +162,7 @@ def on_step_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
     try:
         start_rollback(engine, saga, envelope.saga_id, rollback)
     finally:
-        engine.outbox.flush(envelope.saga_id)
+        engine.outbox.flush_soon(envelope.saga_id)
 
 
 def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
@@ -180,7 +180,7 @@ def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -
     try:
         engine.continue_rollback(envelope.saga_id)
     finally:
-        engine.outbox.flush(envelope.saga_id)
+        engine.outbox.flush_soon(envelope.saga_id)
 
 
 def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,

@@ -162,7 +162,8 @@ class EventBus:
                 replies = pipe.execute()
         except redis.RedisError as error:
             raise PublishError(f"the event bus refused {len(events)} event(s): {error}") from error
-        self.request_dispatch()
+        if any(s.matches(e.name) for e in events for s in self.subscriptions.values()):
+            self.request_dispatch()
         return [str(r) for r in replies[::3]]
 
     def read(self, count: int | None = None) -> list[Event]:

@@ -78,19 +78,21 @@ class LoggedEvent:
     """Whether it is one of the engine's lifecycle events (else a step emitted it)."""
 
 
-def derive_events(saga_id: str, saga: Mapping[str, str], entries: Sequence[str]
-                  ) -> list[LoggedEvent]:
-    """Every event a saga's log entries stand for, in log order.
+def derive_events(saga_id: str, saga: Mapping[str, str], entries: Sequence[str],
+                  start: int = 0) -> list[LoggedEvent]:
+    """The events a saga's log entries stand for, in log order, from entry ``start`` on.
 
     Args:
         saga_id: The run's id.
         saga: The run's hash (name, correlation_id, causation_id).
-        entries: The log's raw JSON entries, from the first.
+        entries: The log's raw JSON entries, from the first (earlier entries are read for
+            the ids later events name as their cause).
+        start: The first entry whose event is wanted.
     """
     derivation = _Derivation(saga_id, saga)
     events = []
     for index, raw in enumerate(entries):
-        logged = derivation.derive(index, _json.loads(raw))
+        logged = derivation.derive(index, _json.loads(raw), build=index >= start)
         if logged is not None:
             events.append(logged)
     return events
@@ -110,18 +112,22 @@ class _Derivation:
         self.step_failed: dict[str, str] = {}
         self.last_completed: str | None = None
 
-    def derive(self, index: int, entry: dict[str, Any]) -> LoggedEvent | None:
+    def derive(self, index: int, entry: dict[str, Any], *, build: bool = True
+               ) -> LoggedEvent | None:
         kind = str(entry.get("event", ""))
+        name = LIFECYCLE_NAMES.get(kind)
+        if name is None and kind != EMITTED:
+            return None
         at = float(entry.get("at", 0.0))
         event_id = derived_id(at, self.saga_id, str(index))
         step = entry.get("step")
         if kind == EMITTED:
-            return self._emitted(index, entry, event_id, at)
-        name = LIFECYCLE_NAMES.get(kind)
-        if name is None:
-            return None
+            return self._emitted(index, entry, event_id, at) if build else None
+        assert name is not None
         cause = self._cause(kind, step)
         self._remember(kind, step, event_id)
+        if not build:
+            return None
         payload = {"saga": self.name, "saga_id": self.saga_id}
         payload.update({k: entry[k] for k in _PAYLOAD_KEYS if entry.get(k) is not None})
         event = Event(

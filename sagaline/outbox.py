@@ -12,6 +12,9 @@ fails the saga: it is logged and left for the sweep.
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import threading
 import time
 import uuid
 
@@ -48,6 +51,9 @@ class Outbox:
         self.store = store
         self.bus = bus
         self.lifecycle_events = lifecycle_events
+        self._pid = 0
+        self._pending: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     def flush(self, saga_id: str) -> int:
         """Publish what the saga logged and has not published; how many events went out.
@@ -90,8 +96,8 @@ class Outbox:
         if done >= len(entries):
             return 0, self.store.mark_published(saga_id, len(entries))
         events = [
-            logged.event for logged in derive_events(saga_id, saga, entries)
-            if logged.index >= done and (self.lifecycle_events or not logged.lifecycle)
+            logged.event for logged in derive_events(saga_id, saga, entries, start=done)
+            if self.lifecycle_events or not logged.lifecycle
         ]
         if events and self.bus is not None:
             self.bus.publish(*self._registered(saga_id, events))
@@ -111,6 +117,35 @@ class Outbox:
                 log.error("[saga %s] event %s is not in the taxonomy %s: not published",
                           saga_id, event.name, taxonomy.path)
         return known
+
+    def flush_soon(self, saga_id: str) -> None:
+        """Publish the saga's pending events from a background thread of this process.
+
+        Steps call this rather than :meth:`flush`, so publishing never delays the next
+        step; what a dying process leaves unpublished, the sweep publishes.
+        """
+        if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
+            self._start_thread()
+        self._pending.put(saga_id)
+
+    def _start_thread(self) -> None:
+        self._pid = os.getpid()
+        self._pending = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._relay_forever, name="sagaline-outbox",
+                                        daemon=True)
+        self._thread.start()
+
+    def _relay_forever(self) -> None:
+        pending = self._pending
+        while True:
+            batch = {pending.get()}
+            while True:
+                try:
+                    batch.add(pending.get_nowait())
+                except queue.Empty:
+                    break
+            for saga_id in batch:
+                self.flush(saga_id)
 
     def sweep(self, limit: int = 200, older_than_s: float = 1.0) -> int:
         """Publish for every saga whose outbox still holds entries; how many events went."""

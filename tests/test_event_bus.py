@@ -229,6 +229,7 @@ def test_events_read_by_a_dispatcher_that_died_are_delivered_again(engine: Sagal
     assert reclaimer.dispatch() >= 1
     trail = wait_for(lambda: audit_trail(cid), what="redelivered event handled")
     assert [a.event_id for a in trail] == [event.id]
+    bus.client.delete(f"{bus.prefix}events:dispatch_pending")
 
 
 def test_correlation_id_is_generated_as_uuid7_or_refused_before_anything_is_recorded(
