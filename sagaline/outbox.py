@@ -68,41 +68,29 @@ class Outbox:
             return 0
 
     def _flush(self, saga_id: str) -> int:
-        lock = f"{self.store.prefix}saga:{saga_id}:outbox_lock"
         token = uuid.uuid4().hex
-        client = self.store.client
+        published = 0
         for _ in range(LOCK_TRIES):
-            if client.set(lock, token, nx=True, px=LOCK_MS):
-                break
-            time.sleep(LOCK_WAIT_S)
-        else:
-            return 0  # another relay is slow to publish; whatever it misses, the sweep gets
-        try:
-            published = 0
-            for _ in range(3):  # entries logged while publishing are taken the next round
-                sent, left = self._publish_pending(saga_id)
-                published += sent
-                if left <= 0:
-                    break
-            return published
-        finally:
-            if client.get(lock) == token:
-                client.delete(lock)
-
-    def _publish_pending(self, saga_id: str) -> tuple[int, int]:
-        saga, entries, done = self.store.read_outbox(saga_id)
-        if not saga:
-            return 0, self.store.mark_published(saga_id, 0)
-        if done >= len(entries):
-            return 0, self.store.mark_published(saga_id, len(entries))
-        events = [
-            logged.event for logged in derive_events(saga_id, saga, entries, start=done)
-            if self.lifecycle_events or not logged.lifecycle
-        ]
-        if events and self.bus is not None:
-            self.bus.publish(*self._registered(saga_id, events))
-        return len(events) if self.bus is not None else 0, self.store.mark_published(
-            saga_id, len(entries))
+            kind, saga, entries, done = self.store.claim_outbox(saga_id, token, LOCK_MS)
+            if kind == "gone":
+                return published
+            if kind == "busy":
+                time.sleep(LOCK_WAIT_S)  # another relay publishes now: ask again after it
+                continue
+            try:
+                events = [
+                    logged.event for logged in derive_events(saga_id, saga, entries, start=done)
+                    if self.lifecycle_events or not logged.lifecycle
+                ]
+                if events and self.bus is not None:
+                    self.bus.publish(*self._registered(saga_id, events))
+                    published += len(events)
+            except BaseException:
+                self.store.mark_published(saga_id, done, token)  # release the lock only
+                raise
+            if self.store.mark_published(saga_id, len(entries), token) <= 0:
+                return published
+        return published  # more is logged still: the next flush or the sweep takes it
 
     def _registered(self, saga_id: str, events: list[Event]) -> list[Event]:
         """The events the bus's taxonomy knows; an unknown one is logged, never blocking."""

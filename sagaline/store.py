@@ -40,7 +40,7 @@ from .record import DeadLetter, SagaRun, TaskNames, build_run
 from .status import Role, SagaStatus
 
 _SCRIPTS = ("create", "begin", "renew", "complete", "fail", "fail_saga", "abort", "abandon",
-            "recover", "awaited", "reopen", "published")
+            "recover", "awaited", "reopen", "published", "outbox_claim")
 _FINAL_OPERATION = ("completed", "failed", "skipped")
 
 
@@ -258,9 +258,25 @@ class RedisStore:
             saga, entries = pipe.execute()
         return saga, entries, int(saga.get("events_published") or 0)
 
-    def mark_published(self, saga_id: str, count: int) -> int:
-        """Record that the first ``count`` log entries were published; how many are left."""
-        return int(self._call("published", saga_id, count))
+    def claim_outbox(self, saga_id: str, token: str, lock_ms: int
+                     ) -> tuple[str, dict[str, str], list[str], int]:
+        """Lock a saga's outbox for one relay and read it (see ``outbox_claim.lua``).
+
+        Returns ``(kind, saga fields, log entries, published count)``; ``kind`` is ``ok``,
+        ``busy`` (another relay holds it) or ``gone``.
+        """
+        reply = self._call("outbox_claim", saga_id, token, lock_ms)
+        if reply[0] != "ok":
+            return str(reply[0]), {}, [], 0
+        saga = {"name": reply[2], "correlation_id": reply[3], "causation_id": reply[4]}
+        return "ok", saga, [str(e) for e in reply[5:]], int(reply[1])
+
+    def mark_published(self, saga_id: str, count: int, token: str = "") -> int:
+        """Record that ``count`` log entries were published, release ``token``'s lock.
+
+        Returns how many entries are left to publish.
+        """
+        return int(self._call("published", saga_id, count, token))
 
     # -- injected faults ------------------------------------------------------------------
 
