@@ -6,8 +6,9 @@ one order for the subscribers that react to them and for ``sagaline trace``; a s
 stream gives that total order for free, and each subscriber still reads it at its own pace
 through its own consumer group. Subscribers name the events they want with patterns
 (``orders.*``); the dispatcher drops the rest before anything is enqueued. The stream is
-capped (``XADD MAXLEN ~``), and each flow's events are also kept, for the retention time,
-in a per-correlation history that ``sagaline trace`` reads.
+capped (``XADD MAXLEN ~``). Events published outside a saga's log (a choreography's, an
+app's) are also kept, for the retention time, in a per-correlation history that
+``sagaline trace`` reads; a saga's own events it derives from the saga's log again.
 
 Delivery, for each subscriber:
 
@@ -137,10 +138,11 @@ class EventBus:
 
     # -- publishing -----------------------------------------------------------------------
 
-    def publish(self, *events: Event) -> list[str]:
-        """Append events to the stream and their flows' histories, in order.
+    def publish(self, *events: Event, history: bool = True) -> list[str]:
+        """Append events to the stream (and, with ``history``, their flows' histories).
 
-        Returns the stream entry ids.
+        The outbox relay publishes without history: a saga's events can be derived from
+        its transition log again, which ``sagaline trace`` does. Returns the stream ids.
 
         Raises:
             InvalidEventError: An event's name is not registered (when a taxonomy is set).
@@ -157,14 +159,18 @@ class EventBus:
                     body = event.model_dump_json()
                     pipe.xadd(self.stream, {"id": event.id, "name": event.name, "event": body},
                               maxlen=self.maxlen, approximate=True)
-                    pipe.rpush(self.history_key(event.correlation_id), body)
-                    pipe.expire(self.history_key(event.correlation_id), self.retention_s)
+                    if history:
+                        pipe.rpush(self.history_key(event.correlation_id), body)
+                if history:
+                    for flow in {e.correlation_id for e in events}:
+                        pipe.expire(self.history_key(flow), self.retention_s)
                 replies = pipe.execute()
         except redis.RedisError as error:
             raise PublishError(f"the event bus refused {len(events)} event(s): {error}") from error
         if any(s.matches(e.name) for e in events for s in self.subscriptions.values()):
             self.request_dispatch()
-        return [str(r) for r in replies[::3]]
+        step = 2 if history else 1
+        return [str(r) for r in replies[: len(events) * step : step]]
 
     def read(self, count: int | None = None) -> list[Event]:
         """The events in the stream, oldest first (at most ``count``)."""

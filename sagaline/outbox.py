@@ -33,6 +33,8 @@ LOCK_MS = 10_000
 #: How often, and how long apart, a relay asks for a saga's outbox another relay holds.
 LOCK_TRIES = 10
 LOCK_WAIT_S = 0.02
+#: How long the relay thread gathers transitions before it publishes them.
+RELAY_LINGER_S = 0.05
 
 
 class Outbox:
@@ -83,7 +85,7 @@ class Outbox:
                     if self.lifecycle_events or not logged.lifecycle
                 ]
                 if events and self.bus is not None:
-                    self.bus.publish(*self._registered(saga_id, events))
+                    self.bus.publish(*self._registered(saga_id, events), history=False)
                     published += len(events)
             except BaseException:
                 self.store.mark_published(saga_id, done, token)  # release the lock only
@@ -127,6 +129,9 @@ class Outbox:
         pending = self._pending
         while True:
             batch = {pending.get()}
+            # Let the saga's next transitions (and other sagas') gather: one publication
+            # then covers them all, at a cost of this much delay on the bus.
+            time.sleep(RELAY_LINGER_S)
             while True:
                 try:
                     batch.add(pending.get_nowait())

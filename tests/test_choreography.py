@@ -25,14 +25,14 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 
 def flow_events(engine: Sagaline, cid: str, last: str, timeout: float = 20) -> list[Event]:
-    assert engine.bus is not None
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        events = engine.bus.history(cid)
+        events = trace_flow(engine, cid).events
         if any(e.name == last for e in events):
-            return events
+            return sorted(events, key=lambda e: (e.occurred_at, e.id))
         time.sleep(0.1)
-    raise AssertionError(f"{last} not published; got {[e.name for e in engine.bus.history(cid)]}")
+    names = [e.name for e in trace_flow(engine, cid).events]
+    raise AssertionError(f"{last} not published; got {names}")
 
 
 def shop_state(customer: str, product: str) -> dict[str, Any]:
