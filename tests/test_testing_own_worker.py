@@ -1,0 +1,29 @@
+"""``sagaline.testing`` without the pytest plugin: a harness that starts its own worker.
+
+Apart from ``test_testing_harness.py``, whose module-wide worker would refuse a second one
+(a process runs one in-process worker at a time).
+"""
+
+from __future__ import annotations
+
+from sagaline import Sagaline
+from sagaline.testing import SagaTestHarness
+from tests.test_travel_saga import fresh_resources
+
+
+def test_closing_the_harness_clears_faults_and_stops_routing(engine: Sagaline) -> None:
+    """A harness with its own worker: open routes and obeys faults; close undoes both."""
+    honoured = engine.store.honour_faults
+    routes = list(engine.app.amqp.router.routes)
+    with SagaTestHarness(engine) as harness:
+        harness.fail("travel_booking", "book_hotel", times=None)
+        assert engine.store.honour_faults is True
+        assert len(engine.app.amqp.router.routes) == len(routes) + 1
+        ids = fresh_resources()
+        report = harness.run("travel_booking", {"traveler": "Bo", **ids})
+        report.assert_compensated_in_order(["cancel_flight"])
+        worker = harness.worker
+    assert not worker.running
+    assert engine.store.client.hlen(f"{engine.store.prefix}faults") == 0
+    assert list(engine.app.amqp.router.routes) == routes
+    assert engine.store.honour_faults is honoured
