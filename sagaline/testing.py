@@ -290,6 +290,9 @@ class SagaTestHarness:
             self._owns_worker = True
         elif not worker.running:
             raise RuntimeError(f"the shared worker {worker.hostname} is not running")
+        elif worker.app is not self.engine.app:
+            raise RuntimeError(f"the shared worker {worker.hostname} runs another Celery app "
+                               "than the engine's")
         self._worker = worker
         self._honoured = self.engine.store.honour_faults
         self.engine.store.honour_faults = True
@@ -386,6 +389,8 @@ class SagaTestHarness:
         return RunReport.of(run, self.engine.registry.get(run.name))
 
     def _saga(self, saga: Saga | str) -> Saga:
+        if isinstance(saga, Saga) and saga.name not in self.engine.registry:
+            self.engine.register(saga)  # as engine.start would; the worker shares the engine
         name = saga if isinstance(saga, str) else saga.name
         if name not in self.engine.registry:
             known = ", ".join(s.name for s in self.engine.registry) or "none"

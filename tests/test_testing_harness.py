@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sagaline import Role, Sagaline, SagaStatus, StepStatus
+from sagaline import Role, Sagaline, SagaStatus, StepStatus, WaitTimeoutError
 from sagaline.testing import Attempt, InProcessWorker, SagaTestHarness, worker_for
 from tests.test_order_saga import fresh_shop, order, rows
 from tests.test_travel_saga import available, fresh_resources
@@ -152,6 +152,34 @@ def test_the_harness_runs_its_sagas_on_its_own_worker_even_beside_others(
     assert report.count("second", compensation=True) == 2
     assert report.run.undone == ["second"]
     assert "left undone: second" in report.describe()
+
+
+def test_a_saga_started_by_other_code_runs_on_the_harness_and_can_be_awaited(
+    saga_harness: SagaTestHarness, engine: Sagaline,
+) -> None:
+    """While the harness is open, a saga the app's own code starts is routed to its worker
+    too; wait() reports on it like run().
+    """
+    ids = fresh_resources()
+    saga_harness.fail("travel_booking", "book_hotel", times=1)
+
+    handle = engine.start("travel_booking", {"traveler": "Eve", **ids})
+    report = saga_harness.wait(handle.saga_id)
+
+    report.assert_status(SagaStatus.COMPENSATED)
+    report.assert_compensated_in_order(["cancel_flight"])
+    assert saga_harness.report(handle.saga_id).ran() == report.ran()
+
+
+def test_a_saga_that_does_not_end_in_time_says_what_ran_so_far(
+    saga_harness: SagaTestHarness,
+) -> None:
+    """The wait's timeout error carries the story so far."""
+    with pytest.raises(WaitTimeoutError) as late:
+        saga_harness.run("t_long_step", {"tag": f"harness-{uuid.uuid4().hex}"}, timeout=0.5)
+
+    assert "is still running after 0.5 s" in str(late.value)
+    assert "attempts, in the order they ran:" in str(late.value)
 
 
 def test_faults_name_real_steps_and_compensations(saga_harness: SagaTestHarness) -> None:
