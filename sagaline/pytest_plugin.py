@@ -25,6 +25,8 @@ Fixtures:
 - ``sagaline_engine``: yours to define (session scope); without it the harness fails
   with a message that says so.
 - ``saga_harness_worker``: one in-process worker for the session (started on first use).
+  Override it for another pool or scope:
+  ``with sagaline.testing.worker_for(engine, pool="solo") as worker: yield worker``.
 - ``saga_harness``: a harness opened for one test on that worker: faults cleared before
   and after, the engine's saga messages routed to the worker while the test runs.
 """
