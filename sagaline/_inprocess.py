@@ -9,9 +9,10 @@ process's default app: Celery's pool looks tasks up in the default app.
 
 The worker consumes its own queue, ``sagaline-harness-<hex>``, so that other workers of the
 same app (a session's worker processes) never take its messages; the harness routes the
-messages of the sagas it runs there. Celery stops an in-thread worker through the global
-``celery.worker.state.should_stop`` flag (the loop checks it), so one process runs at most
-one such worker at a time.
+messages of the sagas it runs there. While it runs, the app's queue selection is its
+queues (``app.control.purge()`` in this process purges those). Celery stops an in-thread
+worker through the global ``celery.worker.state.should_stop`` flag (the loop checks it),
+so one process runs at most one such worker at a time.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class InProcessWorker:
         self._controller: _Controller | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._consume_from: dict[str, Any] | None = None
+        self._selected = False
 
     @property
     def running(self) -> bool:
@@ -113,6 +116,11 @@ class InProcessWorker:
     def _start(self) -> None:
         self.app.finalize()
         self.app.set_default()
+        # The worker selects its queues in the app's own queue table, which decides what
+        # this process's app.control.purge() purges too; put the selection back on stop.
+        chosen = self.app.amqp.queues._consume_from
+        self._consume_from = None if chosen is None else dict(chosen)
+        self._selected = True
         worker_state.should_stop = None
         controller = _Controller(
             app=self.app, hostname=self.hostname, concurrency=self.concurrency, pool=self.pool,
@@ -181,6 +189,11 @@ class InProcessWorker:
 
     def _forget(self) -> None:
         global _active
+        if self._selected and not self.running:
+            self._selected = False
+            queues = self.app.amqp.queues
+            queues._consume_from = self._consume_from
+            queues.pop(self.queue, None)
         with _ACTIVE_LOCK:
             if _active is self:
                 _active = None

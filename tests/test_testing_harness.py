@@ -13,6 +13,7 @@ import pytest
 
 from sagaline import Role, Sagaline, SagaStatus, StepStatus, WaitTimeoutError
 from sagaline.testing import Attempt, InProcessWorker, SagaTestHarness, worker_for
+from tests.conftest import ROOT
 from tests.test_order_saga import fresh_shop, order, rows
 from tests.test_travel_saga import available, fresh_resources
 
@@ -242,6 +243,8 @@ def test_a_user_whose_only_worker_is_the_harness_tests_a_saga(
             report.assert_compensated_in_order(["cancel_flight", "cancel_hotel"])
     """))
     monkeypatch.setenv("SAGALINE_FAULT_INJECTION", "false")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
 
     result = pytester.runpytest_subprocess("-p", "no:celery", "-p", "no:cacheprovider",
                                            timeout=240)

@@ -26,4 +26,6 @@ def test_closing_the_harness_clears_faults_and_stops_routing(engine: Sagaline) -
     assert not worker.running
     assert engine.store.client.hlen(f"{engine.store.prefix}faults") == 0
     assert list(engine.app.amqp.router.routes) == routes
+    assert worker.queue not in engine.app.amqp.queues
+    assert worker.queue not in engine.app.amqp.queues.consume_from
     assert engine.store.honour_faults is honoured
