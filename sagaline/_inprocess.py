@@ -1,4 +1,4 @@
-"""A real Celery worker in a thread of the calling process, consuming a queue of its own.
+"""A Celery worker in a thread of this process, on its own queue, and the route to it.
 
 ``sagaline.testing`` runs sagas on it. It is Celery's own ``WorkController`` (the consumer,
 the pool, acks, retries, chains and errbacks as a ``celery worker`` runs them), started in a
@@ -21,12 +21,14 @@ import logging
 import socket
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from celery import Celery
 from celery.worker import WorkController
 from celery.worker import state as worker_state
+
+from .engine import Sagaline
 
 log = logging.getLogger("sagaline.testing")
 
@@ -206,3 +208,63 @@ class InProcessWorker:
     def __exit__(self, *exc: object) -> None:
         """Stop the worker."""
         self.stop()
+
+
+def named_queues(engine: Sagaline) -> list[str]:
+    """The queues the engine's steps name (their own, or their tasks'), sorted."""
+    queues: set[str] = set()
+    for saga in engine.registry:
+        for step in saga.steps:
+            for task in (step.action, step.compensation):
+                queue = getattr(step, "queue", None) or getattr(task, "queue", None)
+                if task is not None and queue:
+                    queues.add(str(queue))
+    return sorted(queues)
+
+
+def operation_task_names(engine: Sagaline) -> set[str]:
+    """The Celery task names of every action and compensation of the engine's sagas."""
+    names: set[str] = set()
+    for saga in engine.registry:
+        for step in saga.steps:
+            for task in (getattr(step, "action", None), getattr(step, "compensation", None)):
+                if task is not None:
+                    names.add(str(task.name))
+    return names
+
+
+_ROUTES_LOCK = threading.Lock()
+
+
+def install_route(engine: Sagaline, queue: str) -> Callable[..., dict[str, str] | None]:
+    """Send the engine's operation messages that name no queue to ``queue``.
+
+    Celery asks its router for every message this process sends (the first step's, and
+    those the in-process worker sends: the next step, retries, compensations); a route
+    returned here applies unless the message already names a queue.
+    """
+
+    def route(name: str, args: Any, kwargs: Any, options: Mapping[str, Any],
+              task: Any = None, **_: Any) -> dict[str, str] | None:
+        if options.get("queue") or name not in operation_task_names(engine):
+            return None
+        return {"queue": queue}
+
+    router = engine.app.amqp.router
+    with _ROUTES_LOCK:
+        router.routes = [route, *router.routes]
+    return route
+
+
+def remove_route(engine: Sagaline, route: Callable[..., Any]) -> None:
+    """Take a route that :func:`install_route` put in front of the app's router away."""
+    router = engine.app.amqp.router
+    with _ROUTES_LOCK:
+        router.routes = [r for r in router.routes if r is not route]
+
+
+def worker_for(engine: Sagaline, *, concurrency: int = 2, pool: str = "threads"
+               ) -> InProcessWorker:
+    """An in-process worker for the engine's app, consuming the queues its steps name too."""
+    return InProcessWorker(engine.app, queues=named_queues(engine), concurrency=concurrency,
+                           pool=pool)
