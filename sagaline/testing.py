@@ -151,8 +151,10 @@ class SagaTestHarness:
             message: The message of the :class:`~sagaline.InjectedFaultError` raised.
 
         Raises:
+            RuntimeError: The harness is not open (opening clears faults).
             ValueError: No such saga, step or compensation, or ``times`` below 1.
         """
+        self.worker  # noqa: B018 - opening clears faults: a fault set before would be lost
         definition = self._saga(saga)
         check_operation(definition, step, compensation)
         if times is not None and times < 1:

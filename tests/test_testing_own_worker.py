@@ -7,7 +7,7 @@ Apart from ``test_testing_harness.py``, whose module-wide worker would refuse a 
 from __future__ import annotations
 
 from sagaline import Sagaline
-from sagaline.testing import SagaTestHarness
+from sagaline.testing import SagaTestHarness, worker_for
 from tests.test_travel_saga import fresh_resources
 
 
@@ -29,3 +29,16 @@ def test_closing_the_harness_clears_faults_and_stops_routing(engine: Sagaline) -
     assert worker.queue not in engine.app.amqp.queues
     assert worker.queue not in engine.app.amqp.queues.consume_from
     assert engine.store.honour_faults is honoured
+
+
+def test_a_harness_on_a_shared_solo_worker_runs_the_travel_saga(engine: Sagaline) -> None:
+    """The solo pool (one task at a time, in the consumer's thread) runs sagas too; a
+    shared worker outlives the harness.
+    """
+    with worker_for(engine, pool="solo") as worker:
+        with SagaTestHarness(engine, worker=worker) as harness:
+            harness.fail("travel_booking", "rent_car", times=None)
+            report = harness.run("travel_booking", {"traveler": "Flo", **fresh_resources()})
+        assert worker.running
+    report.assert_compensated_in_order(["cancel_hotel", "cancel_flight"])
+    assert not worker.running
