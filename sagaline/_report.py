@@ -47,8 +47,9 @@ class Attempt:
 def attempts_in(log: Sequence[Transition]) -> list[Attempt]:
     """The attempts a transition log records, in the order they started.
 
-    An attempt ends with ``completed``, ``retrying`` or ``failed``; a failure recorded
-    without a start (a worker lost mid-attempt) counts as an attempt of its own.
+    An attempt ends with ``completed``, ``retrying`` or ``failed``. An end that names no
+    attempt (the recovery sweep failing an operation whose worker was lost) ends the last
+    attempt of that operation still open; with none open, it counts as an attempt of its own.
     """
     attempts: list[Attempt] = []
     open_at: dict[tuple[str, str, int], int] = {}
@@ -62,9 +63,11 @@ def attempts_in(log: Sequence[Transition]) -> list[Attempt]:
             attempts.append(Attempt(entry.step, Role(role), entry.attempt or 0,
                                     StepStatus.RUNNING))
         elif what in _ENDS:
-            ended = Attempt(entry.step, Role(role), entry.attempt or 0, _ENDS[what],
-                            _error_of(entry))
+            if not entry.attempt:
+                key = max((k for k in open_at if k[:2] == key[:2]), default=key,
+                          key=lambda k: open_at[k])
             index = open_at.pop(key, None)
+            ended = Attempt(entry.step, Role(role), key[2], _ENDS[what], _error_of(entry))
             if index is None:
                 attempts.append(ended)
             else:
