@@ -339,7 +339,7 @@ def _demo(project: Project) -> bool:
 
 def main() -> None:
     """Run the command line; Sagaline's and Redis's errors become messages and exit codes."""
-    from . import cli_events, cli_supervise  # noqa: F401 - register their commands
+    from . import cli_events, cli_sagas, cli_supervise  # noqa: F401 - register commands
 
     try:
         cli()

@@ -1,11 +1,99 @@
-"""The saga registry: every declared saga, discoverable by name."""
+"""The saga registry: every declared saga, discoverable by name, with its steps and policies.
+
+:meth:`SagaRegistry.describe` gives a saga's definition as data (what ``sagaline sagas
+NAME`` prints): each step's action and compensation task, where their arguments come
+from, the retry policies and time limit that apply, and the queue.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
 
 from .errors import DefinitionError, UnknownSagaError
+from .policy import RetryPolicy
+from .refs import Const, FromInput, FromStep
 from .saga import Saga
+from .task import SagaTask
+
+
+class PolicyDescription(BaseModel):
+    """A retry policy as data."""
+
+    attempts: int
+    """Attempts in all, the first included."""
+    initial_s: float
+    """Seconds before the second attempt."""
+    multiplier: float
+    """Factor by which each later delay grows."""
+    maximum_s: float
+    """Upper bound of any delay, in seconds."""
+    jitter: float
+    """Fraction by which each delay is spread at random."""
+    non_retryable: list[str] = Field(default_factory=list)
+    """Error types that fail at once, by qualified name."""
+    source: str = "step"
+    """``step`` when the step sets it, ``saga`` when it is the saga's default."""
+
+
+class StepDescription(BaseModel):
+    """One step of a saga as data: its operations, arguments and policies."""
+
+    name: str
+    """The step's name."""
+    kind: str = "step"
+    """``step``, or the class name of another kind of step."""
+    action: str | None = None
+    """The action's Celery task name."""
+    compensation: str | None = None
+    """The compensation's Celery task name; ``None`` when nothing undoes the step."""
+    args: dict[str, str] = Field(default_factory=dict)
+    """The action's arguments and where each comes from (``FromInput('items')``...)."""
+    compensation_args: dict[str, str] = Field(default_factory=dict)
+    """The compensation's arguments and where each comes from."""
+    retry: PolicyDescription | None = None
+    """The action's retry policy, as it applies."""
+    compensation_retry: PolicyDescription | None = None
+    """The compensation's retry policy, as it applies."""
+    time_limit_s: float | None = None
+    """Seconds one attempt may run, as it applies."""
+    queue: str | None = None
+    """The queue its action's messages go to; ``None``: the app's default queue."""
+    compensation_queue: str | None = None
+    """The queue its compensation's messages go to; ``None``: the app's default queue."""
+    extra: dict[str, Any] = Field(default_factory=dict)
+    """Further attributes of the step, as text (kinds of step this view does not know)."""
+    steps: list[StepDescription] = Field(default_factory=list)
+    """The steps inside it, for a step made of steps."""
+
+
+class SagaDescription(BaseModel):
+    """A saga's definition as data: what ``sagaline sagas NAME --json`` prints."""
+
+    name: str
+    """The saga's name."""
+    description: str = ""
+    """One line on what it does."""
+    inputs: str
+    """The name of its input model."""
+    input_fields: list[str] = Field(default_factory=list)
+    """The input model's fields."""
+    returns: dict[str, str] | str | None = None
+    """What it returns: references, by key; ``None``: the last step's result."""
+    retry: PolicyDescription
+    """The default retry policy of actions."""
+    compensation_retry: PolicyDescription
+    """The default retry policy of compensations."""
+    step_time_limit_s: float
+    """The default time limit of a step, in seconds."""
+    deadline_s: float | None = None
+    """How long a run may take in all, in seconds, if limited."""
+    steps: list[StepDescription] = Field(default_factory=list)
+    """The steps, in order."""
 
 
 class SagaRegistry:
@@ -33,8 +121,20 @@ class SagaRegistry:
         try:
             return self._sagas[name]
         except KeyError:
-            known = ", ".join(sorted(self._sagas)) or "none"
+            known = ", ".join(self.names()) or "none"
             raise UnknownSagaError(f"no saga named {name!r} (registered: {known})") from None
+
+    def names(self) -> list[str]:
+        """The registered sagas' names, sorted."""
+        return sorted(self._sagas)
+
+    def describe(self, name: str) -> SagaDescription:
+        """The saga named ``name`` as data: steps, compensations, arguments, policies.
+
+        Raises:
+            UnknownSagaError: None is registered under that name; the message lists them.
+        """
+        return describe_saga(self.get(name))
 
     def __contains__(self, name: object) -> bool:
         """Whether a saga of that name is registered."""
@@ -47,3 +147,115 @@ class SagaRegistry:
     def __len__(self) -> int:
         """How many sagas are registered."""
         return len(self._sagas)
+
+
+# -- describing ---------------------------------------------------------------------------
+
+#: Step attributes :func:`describe_step` shows in fields of their own.
+_KNOWN_STEP_FIELDS = {"name", "action", "compensation", "args", "compensation_args", "retry",
+                      "compensation_retry", "time_limit", "queue", "steps"}
+
+
+def describe_saga(saga: Saga) -> SagaDescription:
+    """A saga's definition as data (see :class:`SagaDescription`)."""
+    returns: dict[str, str] | str | None = None
+    if isinstance(saga.returns, Mapping):
+        returns = {key: str(ref) for key, ref in saga.returns.items()}
+    elif saga.returns is not None:
+        returns = str(saga.returns)
+    return SagaDescription(
+        name=saga.name,
+        description=saga.description,
+        inputs=saga.inputs.__name__,
+        input_fields=list(saga.inputs.model_fields),
+        returns=returns,
+        retry=describe_policy(saga.retry, "saga"),
+        compensation_retry=describe_policy(saga.compensation_retry, "saga"),
+        step_time_limit_s=saga.step_time_limit.total_seconds(),
+        deadline_s=None if saga.deadline is None else saga.deadline.total_seconds(),
+        steps=[describe_step(saga, step) for step in saga.steps],
+    )
+
+
+def describe_step(saga: Saga, step: Any) -> StepDescription:
+    """One step as data, its saga's defaults filled in.
+
+    It reads the step's attributes defensively, so that kinds of step other than
+    :class:`~sagaline.Step` (made of steps, say) are shown as far as they go.
+    """
+    action = getattr(step, "action", None)
+    compensation = getattr(step, "compensation", None)
+    own_retry = getattr(step, "retry", None)
+    own_undo_retry = getattr(step, "compensation_retry", None)
+    limit = getattr(step, "time_limit", None) or saga.step_time_limit
+    members = getattr(step, "steps", None)
+    undo_args = getattr(step, "undo_args", None)
+    if undo_args is None:
+        undo_args = getattr(step, "compensation_args", None) or {}
+    return StepDescription(
+        name=str(getattr(step, "name", "?")),
+        kind="step" if type(step).__name__ == "Step" else type(step).__name__,
+        action=_task_name(action),
+        compensation=_task_name(compensation),
+        args=_refs(getattr(step, "args", None) or {}),
+        compensation_args=_refs(undo_args) if compensation is not None else {},
+        retry=(describe_policy(own_retry or saga.retry, "step" if own_retry else "saga")
+               if action is not None else None),
+        compensation_retry=(
+            describe_policy(own_undo_retry or saga.compensation_retry,
+                            "step" if own_undo_retry else "saga")
+            if compensation is not None else None
+        ),
+        time_limit_s=limit.total_seconds() if isinstance(limit, timedelta) else None,
+        queue=getattr(step, "queue", None) or getattr(action, "queue", None),
+        compensation_queue=(getattr(step, "queue", None) or getattr(compensation, "queue", None)
+                            if compensation is not None else None),
+        extra={f.name: render(getattr(step, f.name)) for f in _fields(step)
+               if f.name not in _KNOWN_STEP_FIELDS and getattr(step, f.name) is not None},
+        steps=([describe_step(saga, m) for m in members]
+               if isinstance(members, list | tuple) else []),
+    )
+
+
+def describe_policy(policy: RetryPolicy, source: str) -> PolicyDescription:
+    """A retry policy as data; ``source`` says whose it is (``step`` or ``saga``)."""
+    return PolicyDescription(
+        attempts=policy.attempts,
+        initial_s=policy.initial.total_seconds(),
+        multiplier=policy.multiplier,
+        maximum_s=policy.maximum.total_seconds(),
+        jitter=policy.jitter,
+        non_retryable=[f"{k.__module__}.{k.__qualname__}" for k in policy.non_retryable],
+        source=source,
+    )
+
+
+def render(value: Any) -> Any:
+    """A definition's value as JSON-friendly data: tasks by name, durations in seconds."""
+    if isinstance(value, SagaTask):
+        return value.name
+    if isinstance(value, FromInput | FromStep | Const):
+        return str(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, RetryPolicy):
+        return describe_policy(value, "step").model_dump()
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): render(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [render(v) for v in value]
+    return getattr(value, "name", None) or str(value)
+
+
+def _task_name(task: Any) -> str | None:
+    return None if task is None else str(getattr(task, "name", task))
+
+
+def _refs(refs: Mapping[str, Any]) -> dict[str, str]:
+    return {str(arg): str(ref) for arg, ref in refs.items()}
+
+
+def _fields(step: Any) -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(step) if dataclasses.is_dataclass(step) else ()
