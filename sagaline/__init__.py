@@ -28,13 +28,14 @@ from .errors import (
     WaitTimeoutError,
 )
 from .ids import new_id
+from .parallel import Parallel
 from .policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, NO_RETRY, RetryPolicy
 from .record import DeadLetter, ErrorInfo, OperationRun, SagaRun, StepRun, Transition
 from .refs import Const, FromInput, FromStep
 from .registry import SagaRegistry
 from .saga import Saga
 from .status import Role, SagaStatus, StepStatus
-from .step import Step
+from .step import Fallback, Step
 from .store import RedisStore
 from .supervisor import StuckSaga, Supervisor
 from .task import SagaTask, saga_task
@@ -48,6 +49,8 @@ __all__ = [
     "DEFAULT_RETRY",
     "DEFAULT_COMPENSATION_RETRY",
     "NO_RETRY",
+    "Fallback",
+    "Parallel",
     "Saga",
     "SagaTask",
     "Step",

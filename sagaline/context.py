@@ -40,6 +40,8 @@ class StepContext:
     """The id shared by everything done for one business flow."""
     cancel_check: Callable[[], bool] = field(default=_never, repr=False, compare=False)
     """Answers whether this attempt should stop; use :meth:`cancelled`."""
+    undoes_fallback: bool = False
+    """Whether this compensation undoes the step's fallback (rather than its action)."""
 
     @property
     def idempotency_key(self) -> str:
@@ -48,11 +50,13 @@ class StepContext:
 
     @property
     def action_key(self) -> str:
-        """The idempotency key of this step's action.
+        """The idempotency key of what this compensation undoes.
 
-        A compensation uses it to find what its action did.
+        That is the step's action, or its fallback when that is what completed; a
+        compensation uses it to find what its action did.
         """
-        return f"{self.saga_id}:{self.step}:{Role.ACTION.value}"
+        done = Role.FALLBACK if self.undoes_fallback else Role.ACTION
+        return f"{self.saga_id}:{self.step}:{done.value}"
 
     def cancelled(self) -> bool:
         """Whether this attempt should stop (the saga was cancelled or its lease lost)."""

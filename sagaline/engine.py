@@ -18,7 +18,7 @@ from .errors import ConfigurationError, EnqueueError, SagaNotFoundError, StateEr
 from .record import SagaRun
 from .registry import SagaRegistry
 from .saga import Saga
-from .status import SagaStatus
+from .status import Role, SagaStatus
 from .store import RedisStore
 from .supervisor import Supervisor
 
@@ -98,9 +98,8 @@ class Sagaline:
         """Register a saga and its tasks on the app; returns the saga."""
         self.registry.add(saga)
         for step in saga.steps:
-            _celery.bind_task(self, step.action)
-            if step.compensation is not None:
-                _celery.bind_task(self, step.compensation)
+            for task in step.tasks():
+                _celery.bind_task(self, task)
         return saga
 
     def start(
@@ -131,7 +130,6 @@ class Sagaline:
         values = definition.validate_inputs(inputs)
         cid = ids.correlation_id(correlation_id)
         saga_id = ids.new_id()
-        signature = _celery.forward_chain(self, definition, saga_id)
         deadline_at = None
         if definition.deadline is not None:
             deadline_at = time.time() + definition.deadline.total_seconds()
@@ -141,7 +139,7 @@ class Sagaline:
         ):
             raise StateError(f"saga id {saga_id} is taken; this should not happen with UUIDv7")
         try:
-            signature.apply_async()
+            _celery.drive_forward(self, definition, saga_id, 0)
         except Exception as error:
             self.store.abandon(saga_id, describe_error(error, step=""))
             raise EnqueueError(
@@ -155,16 +153,38 @@ class Sagaline:
         """Cancel a running saga; see :meth:`Supervisor.cancel`."""
         return self.supervisor.cancel(saga_id, reason)
 
-    def continue_rollback(self, saga_id: str) -> None:
-        """Enqueue the compensations a compensating saga has left.
+    def continue_rollback(self, saga_id: str, *, force: bool = False) -> None:
+        """Enqueue the compensations a compensating saga may run now.
 
-        Nothing is enqueued while the first must wait for an action still in flight: that
-        action's end enqueues them.
+        Those of the rollback's next stage (a step, or a group's branches, in parallel),
+        once every compensation of the stage before ended; each is enqueued once (``force``:
+        again, for the recovery sweep). One that waits for its action, still in flight, is
+        enqueued when that action ends.
         """
-        left, awaiting = self.store.compensations_left(saga_id)
-        if not left or awaiting:
+        due = self.store.next_compensations(saga_id, force=force)
+        if not due:
             return
-        _celery.compensation_chain(self, self.saga_of(saga_id), saga_id, left).apply_async()
+        saga = self.saga_of(saga_id)
+        for step, undoes_fallback in due:
+            _celery.send(self, saga, saga_id, [step], Role.COMPENSATION, undoes_fallback)
+
+    def drive_forward(self, saga: Saga, saga_id: str, start_at: int) -> None:
+        """Send the forward path from element ``start_at`` of the saga (see ``_celery``)."""
+        _celery.drive_forward(self, saga, saga_id, start_at)
+
+    def send(self, saga: Saga, saga_id: str, steps: list[str], role: Role) -> None:
+        """Send one message per step for ``role`` (group branches, a fallback)."""
+        _celery.send(self, saga, saga_id, steps, role)
+
+    def finish(self, saga: Saga, saga_id: str) -> bool:
+        """Complete a saga whose every element completed, with its result.
+
+        Returns ``False`` when it was not running (another caller finished it).
+        """
+        needed = saga.results_for_return()
+        results = self.store.results(saga_id, needed)
+        inputs = self.store.inputs(saga_id)
+        return self.store.finish(saga_id, saga.build_result(inputs, results))
 
     def saga_of(self, saga_id: str) -> Saga:
         """The definition a recorded run was started from.
@@ -209,10 +229,16 @@ class Sagaline:
         if name not in self.registry:
             return {}
         saga = self.registry.get(name)
-        return {
+        names = {
             s.name: (s.action.name, s.compensation.name if s.compensation else None)
             for s in saga.steps
         }
+        for s in saga.steps:
+            if s.fallback is not None:
+                undo = s.fallback.compensation
+                names[f"{s.name}:fallback"] = (s.fallback.action.name,
+                                               undo.name if undo else None)
+        return names
 
 
 _SAFE_SERIALIZERS = {"json", "application/json"}

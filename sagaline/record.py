@@ -56,6 +56,8 @@ class StepRun(OperationRun):
     """The step's name."""
     compensation: OperationRun | None = None
     """The compensation's record, when the step has a compensation."""
+    fallback: OperationRun | None = None
+    """The fallback's record, when the step's action gave up and its fallback was due."""
 
 
 class Transition(BaseModel):
@@ -165,7 +167,8 @@ class SagaRun(BaseModel):
 
 
 TaskNames = dict[str, tuple[str, str | None]]
-"""Per step name, the action's and the compensation's task names."""
+"""Per step name, the action's and the compensation's task names; under
+``"{step}:fallback"``, those of the step's fallback and its compensation."""
 
 
 def build_run(saga_id: str, saga: dict[str, str], fields: dict[str, str], log: list[str],
@@ -178,10 +181,15 @@ def build_run(saga_id: str, saga: dict[str, str], fields: dict[str, str], log: l
         undo = None
         if f"compensation:{name}:status" in fields or undo_task is not None:
             undo = operation(fields, f"compensation:{name}:", undo_task)
-        steps.append(StepRun(name=name, compensation=undo, **action.model_dump()))
+        fallback = None
+        if f"fallback:{name}:status" in fields:
+            fallback = operation(fields, f"fallback:{name}:",
+                                 names.get(f"{name}:fallback", (None, None))[0])
+        steps.append(StepRun(name=name, compensation=undo, fallback=fallback,
+                             **action.model_dump()))
     transitions = [transition(raw) for raw in log]
     compensations = [
-        (names.get(t.step, (None, None))[1] or str(t.step)).rsplit(".", 1)[-1]
+        (names.get(_undone_by(t), (None, None))[1] or str(t.step)).rsplit(".", 1)[-1]
         for t in transitions if t.event == "compensation.completed" and t.step
     ]
     undone = [s.name for s in steps if s.compensation and s.compensation.status == "failed"]
@@ -206,6 +214,13 @@ def build_run(saga_id: str, saga: dict[str, str], fields: dict[str, str], log: l
         ended_at=timestamp(saga.get("ended_at")),
         log=transitions,
     )
+
+
+def _undone_by(entry: Transition) -> str:
+    """The task-names key of what a compensation undid: the step, or its fallback."""
+    if entry.detail.get("via") == "fallback":
+        return f"{entry.step}:fallback"
+    return str(entry.step)
 
 
 def timestamp(raw: str | float | None) -> datetime | None:

@@ -1,4 +1,4 @@
--- Claim one attempt of a step's action or compensation.
+-- Claim one attempt of a step's action, fallback or compensation.
 -- ARGV[5..]: role, step, index, lease_s, needed_json (steps whose results to return),
 -- faults ('1' to honour injected faults).
 -- Returns one of:
@@ -14,7 +14,7 @@ local index, lease_s = tonumber(ARGV[7]), tonumber(ARGV[8])
 local status = redis.call('HGET', SAGA, 'status')
 if not status then return {'missing'} end
 local want = 'compensating'
-if role == 'action' then want = 'running' end
+if role ~= 'compensation' then want = 'running' end
 local f = role .. ':' .. step .. ':'
 local st = redis.call('HGET', STEPS, f .. 'status')
 local now = now_s()
@@ -52,7 +52,7 @@ if attempt == 1 then redis.call('HSET', STEPS, f .. 'started_at', fmt(now)) end
 local times = redis.call('HGET', STEPS, f .. 'attempt_times')
 if times then times = times .. ',' .. fmt(now) else times = fmt(now) end
 redis.call('HSET', STEPS, f .. 'attempt_times', times)
-if role == 'action' then
+if role ~= 'compensation' then
   local cursor = tonumber(redis.call('HGET', SAGA, 'cursor') or '-1')
   if index > cursor then redis.call('HSET', SAGA, 'cursor', index) end
   redis.call('HSET', SAGA, 'current_step', step)
@@ -78,6 +78,7 @@ end
 local out = {'run', attempt, redis.call('HGET', SAGA, 'inputs'),
              redis.call('HGET', SAGA, 'correlation_id') or '', fault}
 for _, name in ipairs(decode_list(ARGV[9])) do
-  table.insert(out, redis.call('HGET', STEPS, 'action:' .. name .. ':result') or 'null')
+  table.insert(out, redis.call('HGET', STEPS, 'action:' .. name .. ':result')
+                    or redis.call('HGET', STEPS, 'fallback:' .. name .. ':result') or 'null')
 end
 return out

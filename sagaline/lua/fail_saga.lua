@@ -1,6 +1,8 @@
 -- The forward path failed for good: turn the saga to compensating, exactly once.
 -- ARGV[5..]: failed_step, error_json, steps_json ([[name, has_compensation], ...] in
--- forward order).
+-- forward order, as plan_rollback reads it).
+-- Past a completed pivot, the saga is not compensated: it turns needs_attention and this
+-- returns {'needs_attention', pivot}.
 -- Returns {'compensate', plan_json, awaiting}: the compensations, in order, and '1' when the
 -- first awaits an action still in flight; or {'noop', status} when
 -- the saga was not running (another caller got there first).
@@ -8,8 +10,32 @@ local failed_step, error_json = ARGV[5], ARGV[6]
 local status = redis.call('HGET', SAGA, 'status')
 if status ~= 'running' then return {'noop', status or 'missing'} end
 local now = now_s()
+local pivot = pivot_passed(ARGV[7])
+if pivot then
+  -- Past a pivot the saga cannot be rolled back: it waits for an operator instead.
+  if failed_step ~= '' then
+    local f = 'action:' .. failed_step .. ':'
+    if redis.call('HGET', STEPS, 'fallback:' .. failed_step .. ':status') == 'failed' then
+      f = 'fallback:' .. failed_step .. ':'
+    end
+    if redis.call('HGET', STEPS, f .. 'status') == 'failed' then
+      error_json = redis.call('HGET', STEPS, f .. 'error') or error_json
+    end
+  end
+  move_status('running', 'needs_attention', now)
+  redis.call('HSET', SAGA, 'failed_step', failed_step, 'error', error_json, 'waiting_on', '')
+  redis.call('ZREM', ACTIVE, ID)
+  redis.call('ZREM', P .. 'index:deadline', ID)
+  log({at = now, event = 'saga.needs_attention', step = failed_step, pivot = pivot,
+       error = cjson.decode(error_json)})
+  redis.call('PUBLISH', P .. 'saga:' .. ID .. ':done', 'needs_attention')
+  return {'needs_attention', pivot}
+end
 if failed_step ~= '' then
   local f = 'action:' .. failed_step .. ':'
+  if redis.call('HGET', STEPS, 'fallback:' .. failed_step .. ':status') then
+    f = 'fallback:' .. failed_step .. ':'
+  end
   local st = redis.call('HGET', STEPS, f .. 'status')
   if st == 'failed' then
     -- The worker recorded the failure itself: its record (attempt, details) is the better one.
