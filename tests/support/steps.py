@@ -92,3 +92,24 @@ def slow_undo(ctx: StepContext, tag: str, seconds: float) -> dict[str, Any]:
     time.sleep(seconds)
     note(tag, f"{ctx.step}:undo:end")
     return {"undone": ctx.step}
+
+
+@saga_task("testing.echo")
+def echo(ctx: StepContext, tag: str, value: Any) -> dict[str, Any]:
+    """Note the call and return what it was given (a later step reading a result)."""
+    note(tag, f"{ctx.step}:{ctx.role.value}")
+    return {"echo": value}
+
+
+@saga_task("testing.backup")
+def backup(ctx: StepContext, tag: str) -> dict[str, Any]:
+    """A fallback: note the call and succeed another way."""
+    note(tag, f"{ctx.step}:fallback")
+    return {"via": "backup", "key": ctx.idempotency_key}
+
+
+@saga_task("testing.undo_backup")
+def undo_backup(ctx: StepContext, tag: str) -> dict[str, Any]:
+    """The fallback's own compensation: note it, and what it undoes."""
+    note(tag, f"{ctx.step}:undo_backup")
+    return {"undone": ctx.action_key}

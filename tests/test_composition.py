@@ -1,0 +1,288 @@
+"""Composing steps: parallel groups, fallbacks and pivots, on a real worker and Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from sagaline import (
+    NO_RETRY,
+    DefinitionError,
+    Fallback,
+    FromInput,
+    FromStep,
+    Parallel,
+    RetryPolicy,
+    Saga,
+    Sagaline,
+    SagaRun,
+    SagaStatus,
+    Step,
+    StepStatus,
+)
+from tests.conftest import start_worker, stop_worker
+from tests.support.sagas import TAG, Tagged
+from tests.support.steps import backup, fail, succeed, undo, undo_backup
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+BRANCHES = [f"b{i}" for i in range(1, 6)]
+
+
+def intervals(run: SagaRun, names: list[str], *, undo: bool = False) -> list[tuple[float, float]]:
+    """Recorded (start, end) of steps' actions, or of their compensations."""
+    spans = []
+    for name in names:
+        step = run.step(name)
+        record = step.compensation if undo else step
+        assert record is not None and record.started_at and record.ended_at
+        spans.append((record.started_at.timestamp(), record.ended_at.timestamp()))
+    return spans
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The largest number of the spans that overlap at one moment."""
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    running = peak = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+# -- parallel groups ----------------------------------------------------------------------
+
+
+def test_a_failing_branch_compensates_every_completed_branch_once_then_the_earlier_steps(
+    engine: Sagaline, calls: Any
+) -> None:
+    """Twenty runs of a five-branch group whose third branch fails, all at once: in each,
+    every branch that completed (before or after the failure) is compensated exactly once,
+    the branches' compensations come before those of the earlier steps, which run in
+    reverse, and no branch's record is lost.
+    """
+    tags = [f"{calls.tag}-{i}" for i in range(20)]
+
+    handles = [engine.start("t_fan_out", {"tag": tag}) for tag in tags]
+    runs = [h.wait(120) for h in handles]
+
+    for tag, run in zip(tags, runs, strict=True):
+        noted = list(engine.store.client.lrange(f"sagaline-test:calls:{tag}", 0, -1))
+        completed = {b for b in BRANCHES if run.step(b).status is StepStatus.COMPLETED}
+        ran_ok = {b for b in BRANCHES if f"{b}:action" in noted and b != "b3"}
+        assert run.status is SagaStatus.COMPENSATED, run.saga_id
+        assert run.failed_step == "b3"
+        assert ran_ok == completed, f"a branch that ran lost its record in {run.saga_id}"
+        undone = [c.split(":")[0] for c in noted if c.endswith(":compensation")]
+        assert sorted(undone) == sorted([*completed, "second", "first"])  # once each
+        assert undone[-2:] == ["second", "first"]
+        assert "after:action" not in noted
+        failed_undo = run.step("b3").compensation
+        assert failed_undo is None or failed_undo.status is not StepStatus.COMPLETED
+        assert len(run.compensations) == len(completed) + 2
+
+
+def test_compensations_of_a_group_run_in_parallel_before_the_earlier_steps(
+    engine: Sagaline, calls: Any
+) -> None:
+    """Three branches whose compensations take a second each: at least two of them run at
+    once (the worker has two processes), all end before the step before the group is
+    undone.
+    """
+    run = engine.start("t_fan_out_slow_undo", {"tag": calls.tag}).wait(60)
+
+    assert run.status is SagaStatus.COMPENSATED
+    branch_undo = intervals(run, ["b1", "b2", "b3"], undo=True)
+    assert most_at_once(branch_undo) >= 2
+    first_undo = intervals(run, ["first"], undo=True)[0]
+    assert max(end for _, end in branch_undo) <= first_undo[0]
+    noted = calls.read()
+    assert noted[-1] == "first:compensation"
+    assert noted.count("first:compensation") == 1
+    for branch in ("b1", "b2", "b3"):
+        assert noted.count(f"{branch}:undo:start") == 1
+
+
+@pytest.fixture
+def second_worker(worker: Any) -> Iterator[None]:
+    """Two more worker processes, so that more branches could run than the bound allows."""
+    process = start_worker("extra", concurrency=2)
+    yield
+    stop_worker(process)
+
+
+@pytest.mark.usefixtures("second_worker")
+def test_the_concurrency_bound_holds_and_a_branch_result_feeds_a_later_step(
+    engine: Sagaline, calls: Any
+) -> None:
+    """Five one-second branches bounded to two at once, on four worker processes: from the
+    recorded start and end times, two run together and never more; the step after the
+    group reads a branch's result.
+    """
+    run = engine.start("t_bounded", {"tag": calls.tag}).wait(60)
+
+    assert run.status is SagaStatus.COMPLETED
+    spans = intervals(run, [f"p{i}" for i in range(1, 6)])
+    assert most_at_once(spans) == 2
+    assert run.step("use").result == {"echo": 1}
+    assert run.result == {"use": {"echo": 1}, "p1": {"slept": 1}}
+    starts = sorted(s for s, _ in spans)
+    ends = sorted(e for _, e in spans)
+    # The third branch starts only once one of the first two ended.
+    assert starts[2] >= ends[0]
+
+
+def test_a_saga_ending_in_a_group_completes_with_every_branch_result(
+    engine: Sagaline, calls: Any
+) -> None:
+    run = engine.start("t_ends_in_group", {"tag": calls.tag}).wait(30)
+
+    assert run.status is SagaStatus.COMPLETED
+    assert set(run.result) == {"x", "y"}
+    assert [t.event for t in run.log].count("group.completed") == 1
+    assert [t.event for t in run.log].count("saga.completed") == 1
+
+
+def test_a_group_is_checked_when_declared() -> None:
+    with pytest.raises(DefinitionError, match="at least two steps"):
+        Parallel("alone", [Step("one", succeed, args=TAG)])
+    with pytest.raises(DefinitionError, match="max_concurrency must be at least 1"):
+        Parallel("g", [Step("a", succeed, args=TAG), Step("b", succeed, args=TAG)],
+                 max_concurrency=0)
+    with pytest.raises(DefinitionError, match="result of 'sibling', which is not an earlier step"):
+        Saga("t_bad_group", inputs=Tagged, steps=[Parallel("g", [
+            Step("sibling", succeed, args=TAG),
+            Step("b", succeed, args={"tag": FromStep("sibling", "step")}),
+        ])])
+
+
+# -- fallbacks ------------------------------------------------------------------------------
+
+
+def test_a_fallback_takes_over_when_the_action_gives_up_and_the_saga_goes_on(
+    engine: Sagaline, calls: Any
+) -> None:
+    run = engine.start("t_with_fallback", {"tag": calls.tag}).wait(30)
+
+    assert run.status is SagaStatus.COMPLETED
+    assert calls.read() == ["first:action", "pay:action", "pay:fallback", "later:action"]
+    pay = run.step("pay")
+    assert pay.status is StepStatus.FAILED
+    assert pay.fallback is not None and pay.fallback.status is StepStatus.COMPLETED
+    assert pay.fallback.task == "testing.backup"
+    assert run.step("later").result == {"echo": "backup"}
+    assert [t.event for t in run.log if t.step == "pay"][:4] == [
+        "action.started", "action.failed", "fallback.due", "fallback.started"]
+
+
+def test_a_later_failure_undoes_the_fallback_with_its_own_compensation(
+    engine: Sagaline, calls: Any
+) -> None:
+    engine.store.inject_fault("t_with_fallback", "later")
+
+    run = engine.start("t_with_fallback", {"tag": calls.tag}).wait(30)
+
+    assert run.status is SagaStatus.COMPENSATED
+    assert run.failed_step == "later"
+    assert calls.read() == ["first:action", "pay:action", "pay:fallback", "pay:undo_backup",
+                            "first:compensation"]
+    assert run.compensations == ["undo_backup", "undo"]
+    undo_pay = run.step("pay").compensation
+    assert undo_pay is not None
+    assert undo_pay.result == {"undone": f"{run.saga_id}:pay:fallback"}
+
+
+def test_when_the_fallback_fails_too_the_saga_is_compensated(
+    engine: Sagaline, calls: Any
+) -> None:
+    engine.store.inject_fault("t_with_fallback", "pay", role=_fallback_role(),
+                              message="backup declined")
+
+    run = engine.start("t_with_fallback", {"tag": calls.tag}).wait(30)
+
+    assert run.status is SagaStatus.COMPENSATED
+    assert run.failed_step == "pay"
+    assert run.error is not None and run.error.message == "backup declined"
+    assert calls.read() == ["first:action", "pay:action", "first:compensation"]
+
+
+def _fallback_role() -> Any:
+    from sagaline import Role
+
+    return Role.FALLBACK
+
+
+# -- pivots ---------------------------------------------------------------------------------
+
+
+def test_after_a_pivot_a_failing_step_is_retried_forward(engine: Sagaline, calls: Any) -> None:
+    engine.store.inject_fault("t_with_pivot", "after", times=2)
+
+    run = engine.start("t_with_pivot", {"tag": calls.tag}).wait(30)
+
+    assert run.status is SagaStatus.COMPLETED
+    assert run.step("after").attempts == 3
+    assert calls.read() == ["first:action", "send_email:action", "after:action"]
+
+
+def test_a_step_giving_up_after_a_pivot_never_compensates_and_needs_an_operator(
+    engine: Sagaline, calls: Any
+) -> None:
+    engine.store.inject_fault("t_with_pivot", "after", message="mail server gone")
+
+    run = engine.start("t_with_pivot", {"tag": calls.tag}).wait(30)
+
+    assert run.status is SagaStatus.NEEDS_ATTENTION
+    assert run.failed_step == "after"
+    assert run.step("after").attempts == 3
+    assert run.compensations == []
+    assert calls.read() == ["first:action", "send_email:action"]
+    assert not any(t.event.startswith("compensation.") for t in run.log)
+    assert run.log[-1].event == "saga.needs_attention"
+    assert run.log[-1].detail["pivot"] == "send_email"
+    stuck = {s.saga_id: s for s in engine.supervisor.stuck()}
+    assert stuck[run.saga_id].status is SagaStatus.NEEDS_ATTENTION
+    assert engine.cancel(run.saga_id) is SagaStatus.NEEDS_ATTENTION
+
+
+def test_a_failure_before_the_pivot_completed_still_compensates(
+    engine: Sagaline, calls: Any
+) -> None:
+    engine.store.inject_fault("t_with_pivot", "send_email")
+
+    run = engine.start("t_with_pivot", {"tag": calls.tag}).wait(30)
+
+    assert run.status is SagaStatus.COMPENSATED
+    assert run.compensations == ["undo"]
+
+
+def test_a_step_after_a_pivot_that_cannot_be_retried_is_refused_when_declared() -> None:
+    with pytest.raises(DefinitionError) as refused:
+        Saga("t_bad_pivot", inputs=Tagged, steps=[
+            Step("send_email", succeed, args=TAG, pivot=True),
+            Step("after", succeed, args=TAG, retry=NO_RETRY),
+        ])
+    message = str(refused.value)
+    assert "'after' comes after the pivot 'send_email'" in message
+    assert "attempts > 1" in message
+    with pytest.raises(DefinitionError, match="is a pivot, which cannot be undone"):
+        Step("send_email", succeed, compensation=undo, args=TAG, pivot=True)
+    with pytest.raises(DefinitionError, match="non_retryable"):
+        Saga("t_bad_pivot", inputs=Tagged, retry=RetryPolicy(
+            attempts=5, initial=timedelta(milliseconds=1), non_retryable=(KeyError,)), steps=[
+            Step("send_email", succeed, args=TAG, pivot=True),
+            Step("after", succeed, args=TAG),
+        ])
+
+
+def test_a_fallback_is_checked_like_a_step() -> None:
+    with pytest.raises(DefinitionError, match=r"\(fallback\).*takes no argument 'nope'"):
+        Saga("t_bad_fallback", inputs=Tagged, steps=[
+            Step("pay", fail, args=TAG,
+                 fallback=Fallback(backup, compensation=undo_backup,
+                                   args={**TAG, "nope": FromInput("tag")})),
+        ])
+
