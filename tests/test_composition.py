@@ -205,7 +205,10 @@ def test_when_the_fallback_fails_too_the_saga_is_compensated(
 
     assert run.status is SagaStatus.COMPENSATED
     assert run.failed_step == "pay"
-    assert run.error is not None and run.error.message == "backup declined"
+    assert run.error is not None and run.error.message == "pay failed on purpose"
+    fallback = run.step("pay").fallback
+    assert fallback is not None and fallback.status is StepStatus.FAILED
+    assert fallback.error is not None and fallback.error.message == "backup declined"
     assert calls.read() == ["first:action", "pay:action", "first:compensation"]
 
 

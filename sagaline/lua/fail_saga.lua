@@ -10,31 +10,15 @@ local failed_step, error_json = ARGV[5], ARGV[6]
 local status = redis.call('HGET', SAGA, 'status')
 if status ~= 'running' then return {'noop', status or 'missing'} end
 local now = now_s()
-local pivot = pivot_passed(ARGV[7])
-if pivot then
-  -- Past a pivot the saga cannot be rolled back: it waits for an operator instead.
-  if failed_step ~= '' then
-    local f = 'action:' .. failed_step .. ':'
-    if redis.call('HGET', STEPS, 'fallback:' .. failed_step .. ':status') == 'failed' then
-      f = 'fallback:' .. failed_step .. ':'
-    end
-    if redis.call('HGET', STEPS, f .. 'status') == 'failed' then
-      error_json = redis.call('HGET', STEPS, f .. 'error') or error_json
-    end
-  end
-  move_status('running', 'needs_attention', now)
-  redis.call('HSET', SAGA, 'failed_step', failed_step, 'error', error_json, 'waiting_on', '')
-  redis.call('ZREM', ACTIVE, ID)
-  redis.call('ZREM', P .. 'index:deadline', ID)
-  log({at = now, event = 'saga.needs_attention', step = failed_step, pivot = pivot,
-       error = cjson.decode(error_json)})
-  redis.call('PUBLISH', P .. 'saga:' .. ID .. ':done', 'needs_attention')
-  return {'needs_attention', pivot}
-end
 if failed_step ~= '' then
   local f = 'action:' .. failed_step .. ':'
-  if redis.call('HGET', STEPS, 'fallback:' .. failed_step .. ':status') then
-    f = 'fallback:' .. failed_step .. ':'
+  local fb = 'fallback:' .. failed_step .. ':'
+  local fst = redis.call('HGET', STEPS, fb .. 'status')
+  if fst and not FINAL[fst] then
+    -- Its fallback could not record its failure (hard time limit, lost process): record it.
+    redis.call('HSET', STEPS, fb .. 'status', 'failed', fb .. 'error', error_json,
+               fb .. 'ended_at', fmt(now))
+    redis.call('HDEL', STEPS, fb .. 'lease_until')
   end
   local st = redis.call('HGET', STEPS, f .. 'status')
   if st == 'failed' then
@@ -46,6 +30,18 @@ if failed_step ~= '' then
                f .. 'ended_at', fmt(now))
     redis.call('HDEL', STEPS, f .. 'lease_until')
   end
+end
+local pivot = pivot_passed(ARGV[7])
+if pivot then
+  -- Past a pivot the saga cannot be rolled back: it waits for an operator instead.
+  move_status('running', 'needs_attention', now)
+  redis.call('HSET', SAGA, 'failed_step', failed_step, 'error', error_json, 'waiting_on', '')
+  redis.call('ZREM', ACTIVE, ID)
+  redis.call('ZREM', P .. 'index:deadline', ID)
+  log({at = now, event = 'saga.needs_attention', step = failed_step, pivot = pivot,
+       error = cjson.decode(error_json)})
+  redis.call('PUBLISH', P .. 'saga:' .. ID .. ':done', 'needs_attention')
+  return {'needs_attention', pivot}
 end
 move_status('running', 'compensating', now)
 redis.call('HSET', SAGA, 'failed_step', failed_step, 'error', error_json, 'recoveries', '0')
