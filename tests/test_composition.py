@@ -24,6 +24,7 @@ from sagaline import (
     StepStatus,
 )
 from tests.conftest import start_worker, stop_worker
+from tests.test_durability import sweep_until_final
 from tests.support.sagas import TAG, Tagged
 from tests.support.steps import backup, fail, succeed, undo, undo_backup
 
@@ -133,6 +134,31 @@ def test_the_concurrency_bound_holds_and_a_branch_result_feeds_a_later_step(
     ends = sorted(e for _, e in spans)
     # The third branch starts only once one of the first two ended.
     assert starts[2] >= ends[0]
+
+
+@pytest.mark.usefixtures("main_worker_paused")
+def test_a_group_whose_branch_messages_were_lost_is_driven_on_by_the_sweep(
+    engine: Sagaline, calls: Any
+) -> None:
+    """No worker takes messages; the two branch messages the group sent are deleted from
+    the broker. The recovery sweep reads the group's record, sends the branches in flight
+    again, and the bound and the rest of the saga go on as usual: each branch runs once.
+    """
+    handle = engine.start("t_bounded", {"tag": calls.tag})
+    assert engine.store.client.llen("celery") == 2  # two branches, as the bound allows
+    assert engine.store.client.delete("celery") == 1
+    helper = start_worker("sweeper")
+    try:
+        run = sweep_until_final(engine, handle.saga_id)
+    finally:
+        stop_worker(helper)
+
+    assert run.status is SagaStatus.COMPLETED
+    noted = calls.read()
+    assert sorted(noted) == sorted(
+        [f"p{i}:{x}" for i in range(1, 6) for x in ("start", "end")] + ["use:action"])
+    assert most_at_once(intervals(run, [f"p{i}" for i in range(1, 6)])) <= 2
+    assert any(t.event == "saga.recovering" for t in run.log)
 
 
 def test_a_saga_ending_in_a_group_completes_with_every_branch_result(
