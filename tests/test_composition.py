@@ -24,9 +24,9 @@ from sagaline import (
     StepStatus,
 )
 from tests.conftest import start_worker, stop_worker
-from tests.test_durability import sweep_until_final
 from tests.support.sagas import TAG, Tagged
 from tests.support.steps import backup, fail, succeed, undo, undo_backup
+from tests.test_durability import sweep_until_final
 
 pytestmark = pytest.mark.usefixtures("worker")
 
