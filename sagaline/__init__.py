@@ -5,6 +5,7 @@ for good, the completed steps are undone in reverse by their compensations, each
 task too; Redis records every transition.
 """
 
+from .child import SubSaga
 from .context import StepContext
 from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .engine import SagaHandle, Sagaline
@@ -55,6 +56,7 @@ __all__ = [
     "SagaTask",
     "Step",
     "StepContext",
+    "SubSaga",
     "saga_task",
     # running
     "EmbeddedRedis",

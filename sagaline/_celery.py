@@ -152,6 +152,13 @@ def on_step_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
     if envelope is None:
         log.error("step errback called for a message without a saga envelope: %r", request)
         return
+    try:
+        _fail_forward(engine, envelope, exc)
+    finally:
+        engine.wake_parents()
+
+
+def _fail_forward(engine: Sagaline, envelope: Envelope, exc: BaseException) -> None:
     saga = engine.registry.get(envelope.saga)
     error = describe_error(exc, step=envelope.step)
     rollback = engine.store.fail_saga(
@@ -181,6 +188,7 @@ def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -
     log.error("[saga %s] compensation of %s failed (%s); going on with the rest",
               envelope.saga_id, envelope.step, exc)
     engine.continue_rollback(envelope.saga_id)
+    engine.wake_parents()
 
 
 def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,

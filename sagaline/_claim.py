@@ -14,7 +14,8 @@ class Claim:
     """What ``begin.lua`` answered."""
 
     kind: str
-    """``run``, ``completed``, ``busy``, ``inactive``, ``failed`` or ``missing``."""
+    """``run``, ``completed``, ``busy``, ``inactive``, ``failed``, ``waiting`` (for its
+    child saga) or ``missing``."""
     attempt: int = 0
     """The attempt to run (``run``)."""
     inputs: dict[str, Any] | None = None
@@ -23,6 +24,8 @@ class Claim:
     """The saga's correlation id (``run``)."""
     fault: str = ""
     """An injected fault's message: this attempt must fail with it (``run``)."""
+    parent_id: str = ""
+    """The parent saga's id, when this saga is a child saga (``run``)."""
     results: dict[str, Any] | None = None
     """Results of the steps asked for (``run``)."""
     result: Any = None
@@ -39,9 +42,10 @@ def claim_from_reply(reply: list[Any], needed: Sequence[str]) -> Claim:
     """Read ``begin.lua``'s reply."""
     kind = reply[0]
     if kind == "run":
-        results = {name: _json.loads(raw) for name, raw in zip(needed, reply[5:], strict=True)}
+        results = {name: _json.loads(raw) for name, raw in zip(needed, reply[6:], strict=True)}
         return Claim(kind, attempt=int(reply[1]), inputs=_json.loads(reply[2]),
-                     correlation_id=reply[3], fault=reply[4], results=results)
+                     correlation_id=reply[3], fault=reply[4], parent_id=reply[5],
+                     results=results)
     if kind == "completed":
         return Claim(kind, result=_json.loads(reply[1]), cursor=int(reply[2]))
     if kind == "busy":

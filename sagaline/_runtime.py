@@ -26,7 +26,13 @@ A message runs one operation of one step: its action, its fallback, or its compe
       complete only, ``group_done``: then send the steps after the group (or complete the
       saga when the group was its last element);
    c. a fallback (outside the chain): send the steps after its step;
-   d. a compensation: enqueue what the rollback has next (``next_undo.lua``: the next
+   d. a step that runs a child saga does not call a function: it records that it waits
+      for the child (no lease, no worker held), starts the child and drops the message;
+      the child's end (``conclude`` in Lua lists it in ``children_done``; whoever runs a
+      child's message, an errback or the sweep drains the list) completes or fails the
+      parent's step and drives the parent on. Its compensation rolls the child back the
+      same way, and the parent's rollback goes on when the child's ended.
+   e. a compensation: enqueue what the rollback has next (``next_undo.lua``: the next
       stage, once every compensation of this one ended; a group's run in parallel). The
       last compensation concludes the rollback.
    An action that completes after its saga was stopped (cancelled, past its deadline, or a
@@ -52,6 +58,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from . import _json
 from ._heartbeat import Heartbeat
+from .child import SubSaga, child_id_of
 from .context import StepContext
 from .errors import InjectedFaultError, StepTimeoutError
 from .policy import RetryPolicy
@@ -146,6 +153,36 @@ class Runtime:
             RetryIn: The message must come back later.
             Skip: The message must be dropped.
         """
+        parent: list[str] = []
+        try:
+            return self._execute(envelope, call, parent)
+        finally:
+            if parent and parent[0]:
+                # A child saga may have ended just now: its parent goes on.
+                self.engine.wake_parents()
+
+    def _run_child(self, envelope: Envelope, step: SubSaga, attempt: int,
+                   correlation_id: str, inputs: dict[str, Any]) -> None:
+        """Start the step's child saga (or its rollback) and let the worker go."""
+        child_id = child_id_of(envelope.saga_id, step.name)
+        engine = self.engine
+        if envelope.role is Role.COMPENSATION:
+            if not engine.store.wait_for_child(envelope.saga_id, envelope.role, step.name,
+                                               attempt=attempt, child_id=child_id):
+                raise Skip(f"compensation of {step.name} lost its claim")
+            engine.undo_child(step.child, child_id)
+            raise Skip(f"{step.name}: the rollback of child saga {child_id} runs; its end "
+                       "goes on with this one's")
+        values = step.child.validate_inputs(inputs)
+        if not engine.store.wait_for_child(envelope.saga_id, envelope.role, step.name,
+                                           attempt=attempt, child_id=child_id):
+            raise Skip(f"{step.name} lost its claim")
+        engine.start_child(step.child, values, child_id, parent=(envelope.saga_id, step.name),
+                           correlation_id=correlation_id)
+        raise Skip(f"{step.name} waits for child saga {child_id}; its end goes on with this one")
+
+    def _execute(self, envelope: Envelope, call: Callable[..., Any], parent: list[str]) -> Any:
+        """:meth:`execute`; ``parent`` receives the parent saga's id once claimed."""
         store = self.engine.store
         saga = self.engine.registry.get(envelope.saga)
         step = saga.step(envelope.step)
@@ -167,6 +204,7 @@ class Runtime:
             raise RetryIn(min(claim.wait_s + 0.1, BUSY_RECHECK_MAX_S))
         if claim.kind != "run":
             raise Skip(f"{role.value} {step.name} not run: {claim.kind} {claim.saga_status}")
+        parent.append(claim.parent_id)
 
         assert claim.inputs is not None and claim.results is not None
         heartbeat = Heartbeat(store, envelope.saga_id, role, step.name, claim.attempt, lease_s)
@@ -179,8 +217,12 @@ class Runtime:
             arguments = resolve_all(refs, claim.inputs, claim.results)
             if claim.fault:
                 raise InjectedFaultError(claim.fault, saga_id=envelope.saga_id, step=step.name)
+            if isinstance(step, SubSaga):
+                self._run_child(envelope, step, claim.attempt, claim.correlation_id, arguments)
             with heartbeat:
                 result = _json.jsonable(call(ctx, **arguments))
+        except Skip:
+            raise
         except SoftTimeLimitExceeded as exceeded:
             timeout = StepTimeoutError(
                 f"{step.name} ran past its time limit of {time_limit_s(saga, step):g} s",

@@ -7,18 +7,19 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
 from pydantic import BaseModel
 
-from . import _celery, ids
+from . import _celery, _json, ids
 from ._runtime import Runtime, describe_error
+from .child import SubSaga
 from .errors import ConfigurationError, EnqueueError, SagaNotFoundError, StateError
 from .record import SagaRun
 from .registry import SagaRegistry
 from .saga import Saga
-from .status import Role, SagaStatus
+from .status import FINAL_STATUSES, Role, SagaStatus
 from .store import RedisStore
 from .supervisor import Supervisor
 
@@ -100,6 +101,8 @@ class Sagaline:
         for step in saga.steps:
             for task in step.tasks():
                 _celery.bind_task(self, task)
+            if isinstance(step, SubSaga) and step.child.name not in self.registry:
+                self.register(step.child)
         return saga
 
     def start(
@@ -130,14 +133,87 @@ class Sagaline:
         values = definition.validate_inputs(inputs)
         cid = ids.correlation_id(correlation_id)
         saga_id = ids.new_id()
+        if not self._launch(definition, saga_id, values, cid, causation_id, None):
+            raise StateError(f"saga id {saga_id} is taken; this should not happen with UUIDv7")
+        log.info("[saga %s] %s started (correlation %s)", saga_id, definition.name, cid)
+        return SagaHandle(self, saga_id, cid)
+
+    def start_child(self, saga: Saga, inputs: dict[str, Any], child_id: str, *,
+                    parent: tuple[str, str], correlation_id: str) -> None:
+        """Start a parent step's child saga, once (a second call finds it recorded)."""
+        if self._launch(saga, child_id, inputs, correlation_id, parent[0], parent):
+            log.info("[saga %s] %s started as the child of %s step %s", child_id, saga.name,
+                     *parent)
+
+    def undo_child(self, saga: Saga, child_id: str) -> None:
+        """Roll back a completed child saga, for its parent's compensation."""
+        error: dict[str, Any] = {"type": "sagaline.errors.SagaError", "step": None,
+                                 "details": {},
+                 "message": "its parent saga is compensating the step that ran it"}
+        if self.store.undo_completed(child_id, table=saga.rollback_table(), error=error):
+            self.continue_rollback(child_id)
+        # It may have had nothing to undo, or have been rolled back already: its end, or
+        # the end it had, continues the parent.
+        if self.store.status(child_id) in FINAL_STATUSES:
+            self.store.client.rpush(f"{self.store.prefix}children_done", child_id)
+        self.wake_parents()
+
+    def wake_parents(self) -> None:
+        """Deliver the ends of child sagas to their parents, and drive the parents on."""
+        while (child_id := self.store.next_child_done()) is not None:
+            try:
+                self.deliver_child_end(child_id)
+            except SagaNotFoundError:
+                log.warning("[saga %s] ended, but its parent is not recorded", child_id)
+
+    def deliver_child_end(self, child_id: str) -> str:
+        """Tell a final child saga's parent step how the child ended; drive the parent on.
+
+        Returns what the parent's record said (``completed``, ``failed``, ``late``,
+        ``undone`` or ``stale``; ``running`` when the child has not ended).
+        """
+        child = cast(dict[str, str],
+                     self.store.client.hgetall(self.store.saga_keys(child_id)[0]))
+        status = child.get("status", "")
+        if not status or SagaStatus(status) not in FINAL_STATUSES:
+            return "running"
+        parent_id, step = child.get("parent_id", ""), child.get("parent_step", "")
+        parent = self.saga_of(parent_id)
+        error = {"type": "sagaline.errors.StepError", "step": step, "attempt": None,
+                 "retryable": False,
+                 "message": f"child saga {child.get('name')} ({child_id}) ended {status}",
+                 "details": {"child_id": child_id,
+                             "child_error": _json.loads(child.get("error")) or {}}}
+        outcome = self.store.child_ended(parent_id, step, child_status=status,
+                                         result=_json.loads(child.get("result")), error=error)
+        self.follow_child_outcome(parent, parent_id, step, outcome, error)
+        return outcome
+
+    def follow_child_outcome(self, parent: Saga, parent_id: str, step: str, outcome: str,
+                             error: dict[str, Any]) -> None:
+        """Drive a parent on after its step's child ended (``child.lua``'s answer)."""
+        if outcome == "completed":
+            self.drive_forward(parent, parent_id, parent.element_index(step) + 1)
+        elif outcome == "failed":
+            rollback = self.store.fail_saga(parent_id, failed_step=step, error=error,
+                                            table=parent.rollback_table())
+            if rollback is not None:
+                _celery.start_rollback(self, parent, parent_id, rollback)
+        elif outcome in ("late", "undone"):
+            self.continue_rollback(parent_id)
+
+    def _launch(self, definition: Saga, saga_id: str, values: dict[str, Any], cid: str,
+                causation_id: str | None, parent: tuple[str, str] | None) -> bool:
+        """Record a run and send its first messages; ``False`` if the id is taken."""
         deadline_at = None
         if definition.deadline is not None:
             deadline_at = time.time() + definition.deadline.total_seconds()
         if not self.store.create(
             saga_id, name=definition.name, correlation_id=cid, causation_id=causation_id,
             inputs=values, plan=[s.name for s in definition.steps], deadline_at=deadline_at,
+            parent=parent,
         ):
-            raise StateError(f"saga id {saga_id} is taken; this should not happen with UUIDv7")
+            return False
         try:
             _celery.drive_forward(self, definition, saga_id, 0)
         except Exception as error:
@@ -146,8 +222,7 @@ class Sagaline:
                 f"saga {saga_id} was recorded but could not be enqueued ({error}); "
                 "it is recorded as failed. Check that the broker is reachable."
             ) from error
-        log.info("[saga %s] %s started (correlation %s)", saga_id, definition.name, cid)
-        return SagaHandle(self, saga_id, cid)
+        return True
 
     def cancel(self, saga_id: str, reason: str = "cancelled by request") -> SagaStatus:
         """Cancel a running saga; see :meth:`Supervisor.cancel`."""
@@ -184,7 +259,9 @@ class Sagaline:
         needed = saga.results_for_return()
         results = self.store.results(saga_id, needed)
         inputs = self.store.inputs(saga_id)
-        return self.store.finish(saga_id, saga.build_result(inputs, results))
+        finished = self.store.finish(saga_id, saga.build_result(inputs, results))
+        self.wake_parents()
+        return finished
 
     def saga_of(self, saga_id: str) -> Saga:
         """The definition a recorded run was started from.

@@ -55,6 +55,11 @@ class Parallel:
                     f"group {name!r}: step {step.name!r} is a pivot; a pivot must be a step "
                     "of its own, outside any group"
                 )
+            if getattr(step, "child", None) is not None:
+                raise DefinitionError(
+                    f"group {name!r}: step {step.name!r} runs a child saga, which a branch "
+                    "of a group cannot do yet; run it as a step before or after the group"
+                )
             if step.fallback is not None:
                 raise DefinitionError(
                     f"group {name!r}: step {step.name!r} has a fallback, which a branch of a "

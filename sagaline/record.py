@@ -47,6 +47,8 @@ class OperationRun(BaseModel):
     """What it returned, when it completed."""
     error: ErrorInfo | None = None
     """The last error, when an attempt failed."""
+    child: str | None = None
+    """The id of the child saga it runs (or undoes), for a step that runs one."""
 
 
 class StepRun(OperationRun):
@@ -105,6 +107,8 @@ class SagaRun(BaseModel):
     """The business flow it belongs to."""
     causation_id: str | None = None
     """What caused it to start, when the starter said."""
+    parent_id: str | None = None
+    """The parent saga's id, when this run is a child saga of one of its steps."""
     inputs: dict[str, Any] = Field(default_factory=dict)
     """The validated inputs."""
     result: Any = None
@@ -199,6 +203,7 @@ def build_run(saga_id: str, saga: dict[str, str], fields: dict[str, str], log: l
         status=SagaStatus(saga["status"]),
         correlation_id=saga.get("correlation_id", ""),
         causation_id=saga.get("causation_id") or None,
+        parent_id=saga.get("parent_id") or None,
         inputs=_json.loads(saga.get("inputs")) or {},
         result=_json.loads(saga.get("result")),
         error=_json.loads(saga.get("error")) or None,
@@ -247,6 +252,7 @@ def operation(fields: dict[str, str], prefix: str, task: str | None) -> Operatio
         ended_at=timestamp(get("ended_at")),
         result=_json.loads(get("result")),
         error=ErrorInfo(**error) if error else None,
+        child=get("child") or None,
     )
 
 

@@ -151,6 +151,17 @@ class Saga:
         where = f"saga {self.name!r}, step {step.name!r}"
         self._check_refs(step.args, fields, earlier, where)
         step.action.check_arguments(set(step.args), where)
+        child = getattr(step, "child", None)
+        if child is not None:
+            if not isinstance(child, Saga):
+                raise DefinitionError(f"{where}: runs {child!r}, which is not a Saga")
+            wanted = {n for n, f in child.inputs.model_fields.items() if f.is_required()}
+            missing = sorted(wanted - set(step.args))
+            if missing:
+                raise DefinitionError(
+                    f"{where}: its child saga {child.name!r} needs the inputs "
+                    f"{', '.join(map(repr, missing))}; add them to the step's inputs"
+                )
         if step.compensation is not None:
             self._check_refs(step.undo_args, fields, [*earlier, step.name], where)
             step.compensation.check_arguments(set(step.undo_args), f"{where} (compensation)")

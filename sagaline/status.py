@@ -63,6 +63,8 @@ class StepStatus(str, Enum):
     SKIPPED = "skipped"
     #: A compensation waiting for its action, in flight when the saga was stopped, to end.
     AWAITING = "awaiting"
+    #: A step that runs a child saga waits for it to end (no worker is held meanwhile).
+    WAITING = "waiting"
 
 
 class Role(str, Enum):

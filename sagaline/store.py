@@ -42,7 +42,8 @@ from .record import DeadLetter, SagaRun, TaskNames, build_run
 from .status import Role, SagaStatus
 
 _SCRIPTS = ("create", "begin", "renew", "complete", "fail", "fail_saga", "abort", "abandon",
-            "recover", "awaited", "reopen", "group", "finish", "next_undo")
+            "recover", "awaited", "reopen", "group", "finish", "next_undo", "child",
+            "undo_completed")
 _FINAL_OPERATION = ("completed", "failed", "skipped")
 
 
@@ -118,13 +119,47 @@ class RedisStore:
     # -- forward and backward transitions ---------------------------------------------------
 
     def create(self, saga_id: str, *, name: str, correlation_id: str, causation_id: str | None,
-               inputs: dict[str, Any], plan: Sequence[str], deadline_at: float | None = None
-               ) -> bool:
-        """Record a new run as running; ``False`` if the id is taken."""
+               inputs: dict[str, Any], plan: Sequence[str], deadline_at: float | None = None,
+               parent: tuple[str, str] | None = None) -> bool:
+        """Record a new run as running; ``False`` if the id is taken.
+
+        ``parent`` is ``(parent saga id, step)`` for a child saga.
+        """
+        parent_id, parent_step = parent or ("", "")
         return bool(self._call(
             "create", saga_id, name, correlation_id, causation_id or "", _json.dumps(inputs),
             _json.dumps(list(plan)), "" if deadline_at is None else f"{deadline_at:.6f}",
+            parent_id, parent_step,
         ))
+
+    def wait_for_child(self, saga_id: str, role: Role, step: str, *, attempt: int,
+                       child_id: str) -> bool:
+        """The claimed attempt waits for its child saga, holding no lease.
+
+        Returns ``False`` if the attempt lost its claim.
+        """
+        return bool(self._call("child", saga_id, "wait", role.value, step, attempt,
+                               child_id) == "ok")
+
+    def child_ended(self, saga_id: str, step: str, *, child_status: str, result: Any,
+                    error: dict[str, Any]) -> str:
+        """Deliver a child saga's end to its parent's step (see ``child.lua``)."""
+        return str(self._call("child", saga_id, "done", step, child_status,
+                              _json.dumps(result), _json.dumps(error)))
+
+    def undo_completed(self, saga_id: str, *, table: Sequence[Sequence[str | bool]],
+                       error: dict[str, Any]) -> Rollback | None:
+        """Turn a completed saga to compensating, as its parent undoes it.
+
+        Returns ``None`` if it was not completed.
+        """
+        return self._rollback_reply(self._call(
+            "undo_completed", saga_id, _json.dumps([list(row) for row in table]),
+            _json.dumps(error)))
+
+    def next_child_done(self) -> str | None:
+        """Take the id of a child saga that ended, for its parent to go on; ``None``."""
+        return cast(str | None, self.client.lpop(f"{self.prefix}children_done"))
 
     def begin(self, saga_id: str, role: Role, step: str, *, index: int, lease_s: float,
               needed: Sequence[str]) -> Claim:

@@ -147,6 +147,7 @@ class Supervisor:
         """
         counts: Counter[str] = Counter()
         store = self.engine.store
+        self.engine.wake_parents()
         for saga_id in store.past_deadline(limit):
             error = describe_error(DeadlineExceededError("the saga ran past its deadline",
                                                          saga_id=saga_id), step="")
@@ -249,6 +250,8 @@ class Supervisor:
         fallback = pending.fallback
         if fallback is not None and fallback.status is not StepStatus.PENDING:
             pending = pending.model_copy(update=fallback.model_dump())
+        if pending.status is StepStatus.WAITING:
+            return self._check_child(run.saga_id, pending.name, pending.child)
         if pending.status is not StepStatus.FAILED and not exhausted:
             position = saga.element_index(pending.name)
             if group is not None:
@@ -273,8 +276,26 @@ class Supervisor:
             _celery.start_rollback(self.engine, saga, run.saga_id, rollback)
         return "failed"
 
+    def _check_child(self, saga_id: str, step: str, child_id: str | None) -> str:
+        """A step waits for its child saga: deliver the child's end if it was lost."""
+        store = self.engine.store
+        if child_id is None or store.status(child_id) is None:
+            error = describe_error(RecoveryExhaustedError(
+                f"{step} waits for a child saga that is not recorded", saga_id=saga_id,
+                step=step), step=step)
+            outcome = store.child_ended(saga_id, step, child_status="failed", result=None,
+                                        error=error)
+            self.engine.follow_child_outcome(self.engine.saga_of(saga_id), saga_id, step,
+                                             outcome, error)
+            return "child_missing"
+        return f"child_{self.engine.deliver_child_end(child_id)}"
+
     def _drive_rollback(self, run: SagaRun, exhausted: bool) -> str:
         store = self.engine.store
+        for step in run.steps:
+            undo = step.compensation
+            if undo is not None and undo.status is StepStatus.WAITING and undo.child:
+                self.engine.deliver_child_end(undo.child)
         awaited = [s.name for s in run.steps
                    if s.compensation and s.compensation.status is StepStatus.AWAITING]
         for name in awaited:

@@ -315,3 +315,76 @@ def test_a_fallback_is_checked_like_a_step() -> None:
                                    args={**TAG, "nope": FromInput("tag")})),
         ])
 
+
+
+# -- nested sagas -----------------------------------------------------------------------------
+
+
+def child_of(engine: Sagaline, run: SagaRun) -> SagaRun:
+    child_id = run.step("child").child
+    assert child_id is not None
+    return engine.get(child_id)
+
+
+def test_a_step_runs_a_child_saga_and_the_parent_goes_on_with_its_result(
+    engine: Sagaline, calls: Any
+) -> None:
+    run = engine.start("t_parent", {"tag": calls.tag}).wait(30)
+
+    assert run.status is SagaStatus.COMPLETED
+    assert calls.read() == ["p1:action", "c1:action", "c2:action", "p3:action"]
+    child = child_of(engine, run)
+    assert child.status is SagaStatus.COMPLETED
+    assert child.parent_id == run.saga_id
+    assert child.correlation_id == run.correlation_id
+    assert run.step("p3").result == {"echo": "c2"}
+    assert [t.event for t in run.log if t.step == "child"] == [
+        "action.started", "action.waiting", "action.completed"]
+
+
+def test_a_parent_failing_after_its_child_completed_rolls_the_child_back_first(
+    engine: Sagaline, calls: Any
+) -> None:
+    engine.store.inject_fault("t_parent", "p3")
+
+    run = engine.start("t_parent", {"tag": calls.tag}).wait(30)
+
+    assert run.status is SagaStatus.COMPENSATED
+    assert calls.read() == ["p1:action", "c1:action", "c2:action",
+                            "c2:compensation", "c1:compensation", "p1:compensation"]
+    child = child_of(engine, run)
+    assert child.status is SagaStatus.COMPENSATED
+    assert child.compensations == ["undo", "undo"]
+    undo_child = run.step("child").compensation
+    assert undo_child is not None and undo_child.status is StepStatus.COMPLETED
+
+
+def test_a_failing_child_fails_the_parent_step_and_the_parent_undoes_its_own_steps(
+    engine: Sagaline, calls: Any
+) -> None:
+    engine.store.inject_fault("t_child", "c2", message="child step down")
+
+    run = engine.start("t_parent", {"tag": calls.tag}).wait(30)
+
+    assert run.status is SagaStatus.COMPENSATED
+    assert run.failed_step == "child"
+    assert calls.read() == ["p1:action", "c1:action", "c1:compensation", "p1:compensation"]
+    assert child_of(engine, run).status is SagaStatus.COMPENSATED
+    assert run.error is not None
+    assert run.error.details["child_error"]["message"] == "child step down"
+    assert run.compensations == ["undo"]
+
+
+@pytest.mark.usefixtures("main_worker_paused")
+def test_a_worker_with_one_process_runs_a_parent_and_its_child(
+    engine: Sagaline, calls: Any
+) -> None:
+    """The parent does not wait inside a task, so one worker process is enough."""
+    solo = start_worker("solo", concurrency=1)
+    try:
+        run = engine.start("t_parent", {"tag": calls.tag}).wait(30)
+    finally:
+        stop_worker(solo)
+
+    assert run.status is SagaStatus.COMPLETED
+    assert calls.read() == ["p1:action", "c1:action", "c2:action", "p3:action"]

@@ -57,6 +57,9 @@ local function conclude(old, final, at, extra)
   local entry = {at = at, event = 'saga.' .. final}
   if extra then for k, v in pairs(extra) do entry[k] = v end end
   log(entry)
+  -- A child saga's end continues its parent: whoever drains this list delivers it.
+  local parent = redis.call('HGET', SAGA, 'parent_id')
+  if parent and parent ~= '' then redis.call('RPUSH', P .. 'children_done', ID) end
   if RETENTION_S > 0 then
     redis.call('EXPIRE', SAGA, RETENTION_S)
     redis.call('EXPIRE', STEPS, RETENTION_S)
@@ -111,6 +114,7 @@ local function plan_rollback(steps_json, at)
       has_compensation = fallback == 'undo'
     end
     local f = 'compensation:' .. name .. ':'
+    if st == 'waiting' then st = 'running' end  -- its child saga still runs
     if st == 'completed' or st == 'running' then
       if has_compensation then
         table.insert(plan, name)

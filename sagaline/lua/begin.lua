@@ -2,8 +2,10 @@
 -- ARGV[5..]: role, step, index, lease_s, needed_json (steps whose results to return),
 -- faults ('1' to honour injected faults).
 -- Returns one of:
---   {'run', attempt, inputs_json, correlation_id, fault, result_json...}  run it now; when
---       fault is not '', an injected fault says this attempt must fail with that message
+--   {'run', attempt, inputs_json, correlation_id, fault, parent_id, result_json...}  run it
+--       now; when fault is not '', an injected fault says this attempt must fail with that
+--       message; parent_id is the parent saga's id for a child saga ('' otherwise)
+--   {'waiting'}  it waits for its child saga to end
 --   {'completed', result_json, cursor}  it completed before: a redelivered message
 --   {'busy', seconds_left}   another attempt holds a live lease
 --   {'inactive', saga_status}  the saga is not in a state where this may run
@@ -34,6 +36,10 @@ end
 if st == 'failed' or st == 'skipped' then
   duplicate('it ended before')
   return {'failed'}
+end
+if st == 'waiting' then
+  duplicate('it waits for its child saga')
+  return {'waiting'}
 end
 if st == 'awaiting' then
   duplicate('its action is still in flight')
@@ -76,7 +82,8 @@ if ARGV[10] == '1' then
   end
 end
 local out = {'run', attempt, redis.call('HGET', SAGA, 'inputs'),
-             redis.call('HGET', SAGA, 'correlation_id') or '', fault}
+             redis.call('HGET', SAGA, 'correlation_id') or '', fault,
+             redis.call('HGET', SAGA, 'parent_id') or ''}
 for _, name in ipairs(decode_list(ARGV[9])) do
   table.insert(out, redis.call('HGET', STEPS, 'action:' .. name .. ':result')
                     or redis.call('HGET', STEPS, 'fallback:' .. name .. ':result') or 'null')

@@ -16,6 +16,7 @@ from sagaline import (
     RetryPolicy,
     Saga,
     Step,
+    SubSaga,
 )
 
 from .steps import (
@@ -193,6 +194,26 @@ with_pivot = Saga(
     ],
 )
 
+child = Saga(
+    "t_child",
+    inputs=Tagged,
+    steps=[
+        Step("c1", succeed, compensation=undo, args=TAG),
+        Step("c2", succeed, compensation=undo, args=TAG, retry=NO_RETRY),
+    ],
+)
+
+parent = Saga(
+    "t_parent",
+    inputs=Tagged,
+    steps=[
+        Step("p1", succeed, compensation=undo, args=TAG),
+        SubSaga("child", child, inputs=TAG),
+        Step("p3", echo, compensation=undo, args={**TAG, "value": FromStep("child", "step")},
+             retry=NO_RETRY),
+    ],
+)
+
 TEST_SAGAS = [long_step, undo_fails, too_slow, slow_start, cancellable, not_cooperative,
               slow_rollback, with_deadline, fan_out, fan_out_slow_undo, bounded, ends_in_group,
-              with_fallback, with_pivot]
+              with_fallback, with_pivot, child, parent]
