@@ -7,6 +7,7 @@ task too; Redis records every transition.
 
 from .child import SubSaga
 from .context import StepContext
+from .dynamic import SagaBuilder, add_steps
 from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .engine import SagaHandle, Sagaline
 from .errors import (
@@ -53,7 +54,9 @@ __all__ = [
     "Fallback",
     "Parallel",
     "Saga",
+    "SagaBuilder",
     "SagaTask",
+    "add_steps",
     "Step",
     "StepContext",
     "SubSaga",

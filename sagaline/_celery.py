@@ -119,6 +119,7 @@ def bind_task(engine: Sagaline, definition: SagaTask) -> Task:
         lazy=False,
     )(definition.fn)
     task.engine = engine
+    engine.tasks[definition.name] = definition
     task.validated = validate_call(config=ConfigDict(arbitrary_types_allowed=True))(definition.fn)
     return task
 
@@ -159,7 +160,7 @@ def on_step_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
 
 
 def _fail_forward(engine: Sagaline, envelope: Envelope, exc: BaseException) -> None:
-    saga = engine.registry.get(envelope.saga)
+    saga = engine.definition_of(envelope.saga, envelope.saga_id)
     error = describe_error(exc, step=envelope.step)
     rollback = engine.store.fail_saga(
         envelope.saga_id, failed_step=envelope.step, error=error,

@@ -32,7 +32,11 @@ A message runs one operation of one step: its action, its fallback, or its compe
       child's message, an errback or the sweep drains the list) completes or fails the
       parent's step and drives the parent on. Its compensation rolls the child back the
       same way, and the parent's rollback goes on when the child's ended.
-   e. a compensation: enqueue what the rollback has next (``next_undo.lua``: the next
+   e. a step whose result adds steps (``Step(..., adds=[...])``, :func:`add_steps`):
+      the result, recorded, is where the added steps live, so every worker and the sweep
+      rebuild the run's definition from it (``engine.definition_of``); the chain stops and
+      the added steps are sent next.
+   f. a compensation: enqueue what the rollback has next (``next_undo.lua``: the next
       stage, once every compensation of this one ended; a group's run in parallel). The
       last compensation concludes the rollback.
    An action that completes after its saga was stopped (cancelled, past its deadline, or a
@@ -60,6 +64,7 @@ from . import _json
 from ._heartbeat import Heartbeat
 from .child import SubSaga, child_id_of
 from .context import StepContext
+from .dynamic import added_steps, extend
 from .errors import InjectedFaultError, StepTimeoutError
 from .policy import RetryPolicy
 from .refs import Ref, resolve_all, steps_referenced
@@ -184,7 +189,7 @@ class Runtime:
     def _execute(self, envelope: Envelope, call: Callable[..., Any], parent: list[str]) -> Any:
         """:meth:`execute`; ``parent`` receives the parent saga's id once claimed."""
         store = self.engine.store
-        saga = self.engine.registry.get(envelope.saga)
+        saga = self.engine.definition_of(envelope.saga, envelope.saga_id)
         step = saga.step(envelope.step)
         index = saga.index_of(step.name)
         role = envelope.role
@@ -221,6 +226,7 @@ class Runtime:
                 self._run_child(envelope, step, claim.attempt, claim.correlation_id, arguments)
             with heartbeat:
                 result = _json.jsonable(call(ctx, **arguments))
+            added = added_steps(step, result, self.engine.tasks) if role is Role.ACTION else []
         except Skip:
             raise
         except SoftTimeLimitExceeded as exceeded:
@@ -252,6 +258,8 @@ class Runtime:
                 self.engine.drive_forward(saga, envelope.saga_id,
                                           saga.element_index(step.name) + 1)
             return result
+        if added:
+            saga, last = extend(saga, step.name, added), False
         saga_result = None
         if last:
             saga_result = saga.build_result(claim.inputs, {**claim.results, step.name: result})
@@ -262,11 +270,15 @@ class Runtime:
         outcome = store.complete(
             envelope.saga_id, role, step.name, attempt=claim.attempt, result=result,
             saga_result=saga_result, final=last, next_step=following,
+            plan=[s.name for s in saga.steps] if added else None,
         )
         self._check_outcome(envelope, outcome, claim.attempt)
-        if not last and (role is Role.FALLBACK or not following):
-            # Outside the chain (a fallback), or at its end (a group follows): drive on.
+        if not last and (role is Role.FALLBACK or not following or added):
+            # Outside the chain (a fallback), at its end (a group follows), or with steps
+            # the chain does not know (just added): drive on, and stop the chain.
             self.engine.drive_forward(saga, envelope.saga_id, position + 1)
+            if added and role is Role.ACTION:
+                raise Skip(f"{step.name} added {', '.join(s.name for s in added)}; they run next")
         return result
 
     def _check_outcome(self, envelope: Envelope, outcome: str, attempt: int) -> None:

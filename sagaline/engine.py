@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from . import _celery, _json, ids
 from ._runtime import Runtime, describe_error
 from .child import SubSaga
+from .dynamic import added_steps, extend, saga_from_json, saga_to_json
 from .errors import ConfigurationError, EnqueueError, SagaNotFoundError, StateError
 from .record import SagaRun
 from .registry import SagaRegistry
@@ -22,6 +23,7 @@ from .saga import Saga
 from .status import FINAL_STATUSES, Role, SagaStatus
 from .store import RedisStore
 from .supervisor import Supervisor
+from .task import SagaTask
 
 log = logging.getLogger("sagaline.engine")
 
@@ -87,6 +89,8 @@ class Sagaline:
         self.store = store
         store.honour_faults = fault_injection
         self.registry = SagaRegistry()
+        self.tasks: dict[str, SagaTask] = {}
+        self._assembled: dict[str, Saga] = {}
         self.runtime = Runtime(self)
         self.lease_s = lease.total_seconds()
         self.max_recoveries = max_recoveries
@@ -103,6 +107,41 @@ class Sagaline:
                 _celery.bind_task(self, task)
             if isinstance(step, SubSaga) and step.child.name not in self.registry:
                 self.register(step.child)
+        return saga
+
+    def register_tasks(self, *tasks: SagaTask) -> None:
+        """Register saga tasks that only assembled sagas (or added steps) use."""
+        for task in tasks:
+            _celery.bind_task(self, task)
+
+    def definition_of(self, name: str, saga_id: str) -> Saga:
+        """The definition a run follows, with the steps its steps added.
+
+        That is its registered saga, or the one recorded with it when it was assembled at
+        runtime (:class:`~sagaline.SagaBuilder`).
+
+        Raises:
+            UnknownSagaError: The saga is neither registered nor recorded with the run.
+        """
+        saga = self._assembled.get(saga_id)
+        if saga is None and name in self.registry:
+            saga = self.registry.get(name)
+        if saga is None:
+            raw = self.store.client.hget(self.store.saga_keys(saga_id)[0], "definition")
+            if not raw:
+                return self.registry.get(name)
+            saga = saga_from_json(_json.loads(cast(str, raw)), self.tasks)
+            if len(self._assembled) > 1000:
+                self._assembled.clear()
+            self._assembled[saga_id] = saga
+        expanding = [s for s in saga.steps if s.adds]
+        if not expanding:
+            return saga
+        results = self.store.results(saga_id, [s.name for s in expanding])
+        for step in expanding:
+            steps = added_steps(step, results[step.name], self.tasks)
+            if steps:
+                saga = extend(saga, step.name, steps)
         return saga
 
     def start(
@@ -128,7 +167,10 @@ class Sagaline:
             EnqueueError: The broker refused the first message; the run is recorded failed.
         """
         definition = self.registry.get(saga) if isinstance(saga, str) else saga
-        if definition.name not in self.registry:
+        if getattr(definition, "assembled", False):
+            for step in definition.steps:
+                self.register_tasks(*step.tasks())
+        elif definition.name not in self.registry:
             self.register(definition)
         values = definition.validate_inputs(inputs)
         cid = ids.correlation_id(correlation_id)
@@ -208,10 +250,13 @@ class Sagaline:
         deadline_at = None
         if definition.deadline is not None:
             deadline_at = time.time() + definition.deadline.total_seconds()
+        recorded = None
+        if getattr(definition, "assembled", False):
+            recorded = _json.dumps(saga_to_json(definition))
         if not self.store.create(
             saga_id, name=definition.name, correlation_id=cid, causation_id=causation_id,
             inputs=values, plan=[s.name for s in definition.steps], deadline_at=deadline_at,
-            parent=parent,
+            parent=parent, definition=recorded,
         ):
             return False
         try:
@@ -273,7 +318,7 @@ class Sagaline:
         name = self.store.client.hget(self.store.saga_keys(saga_id)[0], "name")
         if not name:
             raise SagaNotFoundError(f"no saga {saga_id!r} is recorded")
-        return self.registry.get(str(name))
+        return self.definition_of(str(name), saga_id)
 
     def get(self, saga_id: str) -> SagaRun:
         """The run as recorded.

@@ -60,6 +60,11 @@ class Parallel:
                     f"group {name!r}: step {step.name!r} runs a child saga, which a branch "
                     "of a group cannot do yet; run it as a step before or after the group"
                 )
+            if step.adds:
+                raise DefinitionError(
+                    f"group {name!r}: step {step.name!r} adds steps, which a branch of a "
+                    "group cannot do; make it a step of its own"
+                )
             if step.fallback is not None:
                 raise DefinitionError(
                     f"group {name!r}: step {step.name!r} has a fallback, which a branch of a "

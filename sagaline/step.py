@@ -116,6 +116,9 @@ class Step:
     """The queue for this step's messages (e.g. a queue of GPU workers)."""
     fallback: Fallback | None = None
     """Tried when the action gives up (after its retries); ``None``: the step fails."""
+    adds: tuple[SagaTask, ...] = ()
+    """The saga tasks of the steps this step may add after itself at runtime (its result
+    lists them, see :func:`sagaline.add_steps`); workers learn the tasks from here."""
     pivot: bool = False
     """Whether completing this step commits the saga: it cannot be undone (it declares no
     compensation), and the steps after it are retried forward, never rolled back (see
@@ -135,6 +138,12 @@ class Step:
                     "declare the function with @saga_task('domain.name')"
                 )
         _check_refs(f"step {self.name!r}", self.args, self.compensation_args)
+        object.__setattr__(self, "adds", tuple(self.adds))
+        for task in self.adds:
+            if not isinstance(task, SagaTask):
+                raise DefinitionError(
+                    f"step {self.name!r}: adds holds {task!r}, which is not a saga task"
+                )
         if self.fallback is not None and not isinstance(self.fallback, Fallback):
             raise DefinitionError(
                 f"step {self.name!r}: fallback must be a Fallback(...), not {self.fallback!r}"
@@ -172,7 +181,7 @@ class Step:
 
     def tasks(self) -> list[SagaTask]:
         """Every saga task the step may run: action, compensation, fallback and its undo."""
-        found = [self.action, self.compensation]
+        found = [self.action, self.compensation, *self.adds]
         if self.fallback is not None:
             found += [self.fallback.action, self.fallback.compensation]
         return [t for t in found if t is not None]

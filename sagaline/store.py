@@ -120,16 +120,18 @@ class RedisStore:
 
     def create(self, saga_id: str, *, name: str, correlation_id: str, causation_id: str | None,
                inputs: dict[str, Any], plan: Sequence[str], deadline_at: float | None = None,
-               parent: tuple[str, str] | None = None) -> bool:
+               parent: tuple[str, str] | None = None, definition: str | None = None
+               ) -> bool:
         """Record a new run as running; ``False`` if the id is taken.
 
-        ``parent`` is ``(parent saga id, step)`` for a child saga.
+        ``parent`` is ``(parent saga id, step)`` for a child saga; ``definition`` the JSON
+        of a saga assembled at runtime.
         """
         parent_id, parent_step = parent or ("", "")
         return bool(self._call(
             "create", saga_id, name, correlation_id, causation_id or "", _json.dumps(inputs),
             _json.dumps(list(plan)), "" if deadline_at is None else f"{deadline_at:.6f}",
-            parent_id, parent_step,
+            parent_id, parent_step, definition or "",
         ))
 
     def wait_for_child(self, saga_id: str, role: Role, step: str, *, attempt: int,
@@ -175,14 +177,17 @@ class RedisStore:
         return reply[0] == "ok", reply[1] == "1"
 
     def complete(self, saga_id: str, role: Role, step: str, *, attempt: int, result: Any,
-                 saga_result: Any = None, final: bool = False, next_step: str = "") -> str:
+                 saga_result: Any = None, final: bool = False, next_step: str = "",
+                 plan: Sequence[str] | None = None) -> str:
         """Record a successful attempt; with ``final`` also complete the saga.
 
-        ``next_step`` names the forward step the saga waits on next, if any.
+        ``next_step`` names the forward step the saga waits on next, if any; ``plan`` is
+        the run's steps when this step added some.
         """
         return str(self._call(
             "complete", saga_id, role.value, step, attempt, _json.dumps(result),
-            _json.dumps(saga_result) if final else "", next_step,
+            _json.dumps(saga_result) if final else "", next_step, "",
+            "" if plan is None else _json.dumps(list(plan)),
         ))
 
     def complete_branch(self, saga_id: str, role: Role, step: str, *, attempt: int,

@@ -230,7 +230,7 @@ class Supervisor:
             run = self.engine.get(saga_id)
         except SagaNotFoundError:
             return "missing"
-        saga = self.engine.registry.get(run.name)
+        saga = self.engine.definition_of(run.name, saga_id)
         log.warning("[saga %s] recovering %s (%s, recovery %s)", saga_id, run.name,
                     run.status.value, reply[2])
         if run.status is SagaStatus.RUNNING:

@@ -388,3 +388,76 @@ def test_a_worker_with_one_process_runs_a_parent_and_its_child(
 
     assert run.status is SagaStatus.COMPLETED
     assert calls.read() == ["p1:action", "c1:action", "c2:action", "p3:action"]
+
+
+# -- dynamic sagas ----------------------------------------------------------------------------
+
+
+def test_steps_a_result_adds_run_after_it_and_are_compensated_in_reverse(
+    engine: Sagaline, calls: Any
+) -> None:
+    engine.store.inject_fault("t_dynamic", "last")
+
+    run = engine.start("t_dynamic", {"tag": calls.tag}).wait(30)
+
+    assert run.status is SagaStatus.COMPENSATED
+    assert [s.name for s in run.steps] == ["first", "plan", "dyn_1", "dyn_2", "last"]
+    assert calls.read() == ["first:action", "plan:action", "dyn_1:action", "dyn_2:start",
+                            "dyn_2:end", "dyn_2:compensation", "dyn_1:compensation",
+                            "first:compensation"]
+    assert [t.event for t in run.log].count("saga.steps_added") == 1
+
+
+@pytest.mark.usefixtures("main_worker_paused")
+def test_added_steps_survive_a_worker_killed_while_one_runs(
+    engine: Sagaline, calls: Any
+) -> None:
+    """SIGKILL the only worker while an added step runs; a new worker (which never saw
+    the step being added) runs it again from the record, and the rollback undoes it.
+    """
+    from tests.conftest import kill_group
+    from tests.test_durability import wait_until
+
+    engine.store.inject_fault("t_dynamic", "last")
+    victim = start_worker("victim")
+    handle = engine.start("t_dynamic", {"tag": calls.tag})
+    wait_until(lambda: "dyn_2:start" in calls.read())
+    kill_group(victim)
+    survivor = start_worker("survivor")
+    try:
+        run = sweep_until_final(engine, handle.saga_id)
+    finally:
+        stop_worker(survivor)
+
+    assert run.status is SagaStatus.COMPENSATED
+    assert calls.read() == ["first:action", "plan:action", "dyn_1:action", "dyn_2:start",
+                            "dyn_2:start", "dyn_2:end", "dyn_2:compensation",
+                            "dyn_1:compensation", "first:compensation"]
+    assert run.step("dyn_2").attempts == 2
+
+
+def test_a_saga_assembled_at_runtime_runs_on_workers_that_never_declared_it(
+    engine: Sagaline, calls: Any
+) -> None:
+    """A builder adds steps on conditions; the workers know only its tasks: they read the
+    saga recorded with the run. A failure undoes what the conditions added, in reverse.
+    """
+    from sagaline import SagaBuilder
+
+    def assemble(with_gift: bool) -> Saga:
+        builder = SagaBuilder("t_assembled", inputs=Tagged)
+        builder.add(Step("account", succeed, compensation=undo, args=TAG))
+        if with_gift:
+            builder.add(Step("gift", succeed, compensation=undo, args=TAG))
+        builder.add(Step("welcome", succeed, compensation=undo, args=TAG, retry=NO_RETRY))
+        return builder.build()
+
+    plain = engine.start(assemble(False), {"tag": f"{calls.tag}-plain"}).wait(30)
+    engine.store.inject_fault("t_assembled", "welcome")
+    gifted = engine.start(assemble(True), {"tag": calls.tag}).wait(30)
+
+    assert plain.status is SagaStatus.COMPLETED
+    assert [s.name for s in plain.steps] == ["account", "welcome"]
+    assert gifted.status is SagaStatus.COMPENSATED
+    assert calls.read() == ["account:action", "gift:action", "gift:compensation",
+                            "account:compensation"]

@@ -12,7 +12,7 @@ EXPECTED = {
     "NonRetryableError", "SagaError", "SagaNotFoundError", "StateError", "StepError",
     "StepTimeoutError", "UnknownSagaError", "WaitTimeoutError", "StuckSaga", "Supervisor",
     "DeadLetter", "DeadlineExceededError", "RecoveryExhaustedError", "SagaCancelledError",
-    "Fallback", "Parallel", "SubSaga",
+    "Fallback", "Parallel", "SubSaga", "SagaBuilder", "add_steps",
 }
 
 

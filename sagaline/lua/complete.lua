@@ -1,7 +1,8 @@
 -- Record that an attempt of a step's action or compensation succeeded.
 -- ARGV[5..]: role, step, attempt, result_json, saga_result_json ('' unless this was the
 -- last forward step), next_step (the forward step after this one, '' if none), group_json
--- (a branch's group: {name, branches, limit}; '' for a step of its own).
+-- (a branch's group: {name, branches, limit}; '' for a step of its own), plan_json (the
+-- run's steps, when this step added some after itself; '' otherwise).
 -- A branch of a group gets a list: {'ok', branches to start...} or {'group_done'} (it was
 -- the last of its group to complete), or {outcome} for the outcomes below.
 -- A compensation gets 'continue' when the rollback goes on (the caller enqueues what is
@@ -28,6 +29,10 @@ redis.call('HSET', STEPS, f .. 'status', 'completed', f .. 'result', ARGV[8],
            f .. 'ended_at', fmt(now))
 redis.call('HDEL', STEPS, f .. 'lease_until')
 redis.call('HSET', SAGA, 'recoveries', '0', 'waiting_on', '', 'updated_at', fmt(now))
+if ARGV[12] and ARGV[12] ~= '' then
+  redis.call('HSET', SAGA, 'plan', ARGV[12])
+  log({at = now, event = 'saga.steps_added', step = step, plan = cjson.decode(ARGV[12])})
+end
 local via = nil
 if role == 'compensation' then via = redis.call('HGET', STEPS, f .. 'via') end
 log({at = now, event = role .. '.completed', step = step, attempt = attempt, via = via})

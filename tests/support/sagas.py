@@ -24,6 +24,7 @@ from .steps import (
     echo,
     fail,
     fail_undo,
+    plan_steps,
     sleep,
     slow_undo,
     succeed,
@@ -214,6 +215,17 @@ parent = Saga(
     ],
 )
 
+dynamic = Saga(
+    "t_dynamic",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=undo, args=TAG),
+        Step("plan", plan_steps, args={**TAG, "seconds": Const(2)},
+             adds=[succeed, undo, sleep]),
+        Step("last", succeed, compensation=undo, args=TAG, retry=NO_RETRY),
+    ],
+)
+
 TEST_SAGAS = [long_step, undo_fails, too_slow, slow_start, cancellable, not_cooperative,
               slow_rollback, with_deadline, fan_out, fan_out_slow_undo, bounded, ends_in_group,
-              with_fallback, with_pivot, child, parent]
+              with_fallback, with_pivot, child, parent, dynamic]
