@@ -86,6 +86,47 @@ def test_a_failing_branch_compensates_every_completed_branch_once_then_the_earli
         assert len(run.compensations) == len(completed) + 2
 
 
+def test_several_failing_branches_fail_the_saga_once(engine: Sagaline, calls: Any) -> None:
+    """Three of five branches fail (b1 and b5 by injected faults, b3 on its own): the saga
+    turns compensating once, and every completed branch is undone once.
+    """
+    engine.store.inject_fault("t_fan_out", "b1")
+    engine.store.inject_fault("t_fan_out", "b5")
+
+    run = engine.start("t_fan_out", {"tag": calls.tag}).wait(30)
+
+    assert run.status is SagaStatus.COMPENSATED
+    assert [t.event for t in run.log].count("saga.failed") == 1
+    completed = {b for b in BRANCHES if run.step(b).status is StepStatus.COMPLETED}
+    assert completed <= {"b2", "b4"}
+    undone = [c.split(":")[0] for c in calls.read() if c.endswith(":compensation")]
+    assert sorted(undone[:-2]) == sorted(completed)
+    assert undone[-2:] == ["second", "first"]
+
+
+def test_branches_in_flight_when_cancelled_are_awaited_and_compensated(
+    engine: Sagaline, calls: Any
+) -> None:
+    """Both branches sleep 1.5 s; the saga is cancelled while they run. Neither is stopped
+    (they do not look at ctx.cancelled()); each completes after all and is compensated,
+    then the step before the group; the step after the group never runs.
+    """
+    from tests.test_durability import wait_until
+
+    handle = engine.start("t_slow_branches", {"tag": calls.tag})
+    wait_until(lambda: {"s1:start", "s2:start"} <= set(calls.read()))
+
+    engine.cancel(handle.saga_id)
+    run = handle.wait(30)
+
+    assert run.status is SagaStatus.CANCELLED
+    noted = calls.read()
+    assert sorted(noted[-3:-1]) == ["s1:compensation", "s2:compensation"]
+    assert noted[-1] == "first:compensation"
+    assert noted.count("s1:compensation") == noted.count("s2:compensation") == 1
+    assert "after:action" not in noted
+
+
 def test_compensations_of_a_group_run_in_parallel_before_the_earlier_steps(
     engine: Sagaline, calls: Any
 ) -> None:

@@ -151,6 +151,21 @@ fan_out_slow_undo = Saga(
     ],
 )
 
+slow_branches = Saga(
+    "t_slow_branches",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=undo, args=TAG),
+        Parallel("fan", [
+            Step("s1", sleep, compensation=undo, args={**TAG, "seconds": Const(1.5)},
+                 compensation_args=TAG),
+            Step("s2", sleep, compensation=undo, args={**TAG, "seconds": Const(1.5)},
+                 compensation_args=TAG),
+        ]),
+        Step("after", succeed, compensation=undo, args=TAG),
+    ],
+)
+
 bounded = Saga(
     "t_bounded",
     inputs=Tagged,
@@ -228,4 +243,4 @@ dynamic = Saga(
 
 TEST_SAGAS = [long_step, undo_fails, too_slow, slow_start, cancellable, not_cooperative,
               slow_rollback, with_deadline, fan_out, fan_out_slow_undo, bounded, ends_in_group,
-              with_fallback, with_pivot, child, parent, dynamic]
+              with_fallback, with_pivot, child, parent, dynamic, slow_branches]
