@@ -227,6 +227,8 @@ class Runtime:
             with heartbeat:
                 result = _json.jsonable(call(ctx, **arguments))
             added = added_steps(step, result, self.engine.tasks) if role is Role.ACTION else []
+            if added:
+                saga, last = extend(saga, step.name, added), False
         except Skip:
             raise
         except SoftTimeLimitExceeded as exceeded:
@@ -258,8 +260,6 @@ class Runtime:
                 self.engine.drive_forward(saga, envelope.saga_id,
                                           saga.element_index(step.name) + 1)
             return result
-        if added:
-            saga, last = extend(saga, step.name, added), False
         saga_result = None
         if last:
             saga_result = saga.build_result(claim.inputs, {**claim.results, step.name: result})

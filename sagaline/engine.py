@@ -16,7 +16,14 @@ from . import _celery, _json, ids
 from ._runtime import Runtime, describe_error
 from .child import SubSaga
 from .dynamic import added_steps, extend, saga_from_json, saga_to_json
-from .errors import ConfigurationError, EnqueueError, SagaNotFoundError, StateError
+from .errors import (
+    ConfigurationError,
+    DefinitionError,
+    EnqueueError,
+    SagaNotFoundError,
+    StateError,
+    UnknownSagaError,
+)
 from .record import SagaRun
 from .registry import SagaRegistry
 from .saga import Saga
@@ -326,7 +333,7 @@ class Sagaline:
         Raises:
             SagaNotFoundError: No such run is recorded (never was, or expired).
         """
-        return self.store.load(saga_id, task_names=self._task_names)
+        return self.store.load(saga_id, task_names=lambda name: self._task_names(name, saga_id))
 
     def wait(self, saga_id: str, timeout: float = 60.0) -> SagaRun:
         """Block until the run is final and return it.
@@ -347,10 +354,11 @@ class Sagaline:
                 continue
         return runs
 
-    def _task_names(self, name: str) -> dict[str, tuple[str, str | None]]:
-        if name not in self.registry:
+    def _task_names(self, name: str, saga_id: str) -> dict[str, tuple[str, str | None]]:
+        try:
+            saga = self.definition_of(name, saga_id)
+        except (UnknownSagaError, DefinitionError):
             return {}
-        saga = self.registry.get(name)
         names = {
             s.name: (s.action.name, s.compensation.name if s.compensation else None)
             for s in saga.steps

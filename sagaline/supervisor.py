@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from . import _celery
 from ._runtime import describe_error
+from .child import SubSaga, child_id_of
 from .errors import DeadlineExceededError, RecoveryExhaustedError, SagaNotFoundError, StateError
 from .record import DeadLetter, SagaRun, StepRun
 from .saga import Saga
@@ -218,6 +219,13 @@ class Supervisor:
         log.warning("[saga %s] %s: %s; compensating %s", saga_id, reason, error["message"],
                     ", ".join(rollback.plan) or "nothing")
         _celery.start_rollback(self.engine, saga, saga_id, rollback)
+        for step in saga.steps:
+            # A child saga still running is stopped too; its end settles the parent's step.
+            if isinstance(step, SubSaga):
+                child_id = child_id_of(saga_id, step.name)
+                if store.status(child_id) is SagaStatus.RUNNING:
+                    self._abort(child_id, reason, error)
+        self.engine.wake_parents()
         return rollback.plan
 
     def _recover_one(self, saga_id: str) -> str:
@@ -296,8 +304,11 @@ class Supervisor:
             undo = step.compensation
             if undo is not None and undo.status is StepStatus.WAITING and undo.child:
                 self.engine.deliver_child_end(undo.child)
-        awaited = [s.name for s in run.steps
-                   if s.compensation and s.compensation.status is StepStatus.AWAITING]
+            if step.status is StepStatus.WAITING and step.child:
+                self.engine.deliver_child_end(step.child)
+        # An action waiting for its child saga is not lost: the child's end settles it.
+        awaited = [s.name for s in run.steps if s.status is not StepStatus.WAITING
+                   and s.compensation and s.compensation.status is StepStatus.AWAITING]
         for name in awaited:
             store.release_awaited(run.saga_id, name)
         if exhausted and not awaited:

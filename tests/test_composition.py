@@ -416,6 +416,27 @@ def test_a_failing_child_fails_the_parent_step_and_the_parent_undoes_its_own_ste
     assert run.compensations == ["undo"]
 
 
+def test_cancelling_a_parent_stops_its_running_child_and_undoes_both(
+    engine: Sagaline, calls: Any
+) -> None:
+    """The child's long step stops at ctx.raise_if_cancelled(); the child undoes its first
+    step and ends cancelled, which fails the parent's step; the parent undoes its own.
+    """
+    from tests.test_durability import wait_until
+
+    handle = engine.start("t_parent_of_slow", {"tag": calls.tag})
+    wait_until(lambda: "long:start" in calls.read())
+
+    engine.cancel(handle.saga_id)
+    run = handle.wait(30)
+
+    assert run.status is SagaStatus.CANCELLED
+    assert child_of(engine, run).status is SagaStatus.CANCELLED
+    assert calls.read() == ["p1:action", "c1:action", "long:start", "c1:compensation",
+                            "p1:compensation"]
+    assert run.step("child").status is StepStatus.FAILED
+
+
 @pytest.mark.usefixtures("main_worker_paused")
 def test_a_worker_with_one_process_runs_a_parent_and_its_child(
     engine: Sagaline, calls: Any
@@ -446,6 +467,7 @@ def test_steps_a_result_adds_run_after_it_and_are_compensated_in_reverse(
     assert calls.read() == ["first:action", "plan:action", "dyn_1:action", "dyn_2:start",
                             "dyn_2:end", "dyn_2:compensation", "dyn_1:compensation",
                             "first:compensation"]
+    assert run.compensations == ["undo", "undo", "undo"]
     assert [t.event for t in run.log].count("saga.steps_added") == 1
 
 

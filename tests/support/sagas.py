@@ -230,6 +230,26 @@ parent = Saga(
     ],
 )
 
+slow_child = Saga(
+    "t_slow_child",
+    inputs=Tagged,
+    steps=[
+        Step("c1", succeed, compensation=undo, args=TAG),
+        Step("long", work, compensation=undo, args={**TAG, "seconds": Const(10)},
+             compensation_args=TAG),
+    ],
+)
+
+parent_of_slow = Saga(
+    "t_parent_of_slow",
+    inputs=Tagged,
+    steps=[
+        Step("p1", succeed, compensation=undo, args=TAG),
+        SubSaga("child", slow_child, inputs=TAG),
+        Step("p3", succeed, compensation=undo, args=TAG),
+    ],
+)
+
 dynamic = Saga(
     "t_dynamic",
     inputs=Tagged,
@@ -243,4 +263,5 @@ dynamic = Saga(
 
 TEST_SAGAS = [long_step, undo_fails, too_slow, slow_start, cancellable, not_cooperative,
               slow_rollback, with_deadline, fan_out, fan_out_slow_undo, bounded, ends_in_group,
-              with_fallback, with_pivot, child, parent, dynamic, slow_branches]
+              with_fallback, with_pivot, child, parent, dynamic, slow_branches, slow_child,
+              parent_of_slow]
