@@ -130,8 +130,8 @@ def test_branches_in_flight_when_cancelled_are_awaited_and_compensated(
 def test_compensations_of_a_group_run_in_parallel_before_the_earlier_steps(
     engine: Sagaline, calls: Any
 ) -> None:
-    """Three branches whose compensations take a second each: at least two of them run at
-    once (the worker has two processes), all end before the step before the group is
+    """Three branches whose compensations take two seconds each: at least two of them run
+    at once (the worker has two processes), all end before the step before the group is
     undone.
     """
     run = engine.start("t_fan_out_slow_undo", {"tag": calls.tag}).wait(60)
@@ -160,7 +160,7 @@ def second_worker(worker: Any) -> Iterator[None]:
 def test_the_concurrency_bound_holds_and_a_branch_result_feeds_a_later_step(
     engine: Sagaline, calls: Any
 ) -> None:
-    """Five one-second branches bounded to two at once, on four worker processes: from the
+    """Five two-second branches bounded to two at once, on four worker processes: from the
     recorded start and end times, two run together and never more; the step after the
     group reads a branch's result.
     """
@@ -169,8 +169,8 @@ def test_the_concurrency_bound_holds_and_a_branch_result_feeds_a_later_step(
     assert run.status is SagaStatus.COMPLETED
     spans = intervals(run, [f"p{i}" for i in range(1, 6)])
     assert most_at_once(spans) == 2
-    assert run.step("use").result == {"echo": 1}
-    assert run.result == {"use": {"echo": 1}, "p1": {"slept": 1}}
+    assert run.step("use").result == {"echo": 2}
+    assert run.result == {"use": {"echo": 2}, "p1": {"slept": 2}}
     starts = sorted(s for s, _ in spans)
     ends = sorted(e for _, e in spans)
     # The third branch starts only once one of the first two ended.

@@ -135,7 +135,7 @@ fan_out = Saga(
     ],
 )
 
-SLOW_UNDO = {**TAG, "seconds": Const(1)}
+SLOW_UNDO = {**TAG, "seconds": Const(2)}
 
 fan_out_slow_undo = Saga(
     "t_fan_out_slow_undo",
@@ -171,7 +171,7 @@ bounded = Saga(
     inputs=Tagged,
     steps=[
         Parallel("fan", [
-            Step(f"p{i}", sleep, args={**TAG, "seconds": Const(1)}) for i in range(1, 6)
+            Step(f"p{i}", sleep, args={**TAG, "seconds": Const(2)}) for i in range(1, 6)
         ], max_concurrency=2),
         Step("use", echo, args={**TAG, "value": FromStep("p4", "slept")}),
     ],
