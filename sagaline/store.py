@@ -43,7 +43,7 @@ from .status import Role, SagaStatus
 
 _SCRIPTS = ("create", "begin", "renew", "complete", "fail", "fail_saga", "abort", "abandon",
             "recover", "awaited", "reopen", "group", "finish", "next_undo", "child",
-            "undo_completed")
+            "undo_completed", "retry_forward")
 _FINAL_OPERATION = ("completed", "failed", "skipped")
 
 
@@ -158,6 +158,13 @@ class RedisStore:
         return self._rollback_reply(self._call(
             "undo_completed", saga_id, _json.dumps([list(row) for row in table]),
             _json.dumps(error)))
+
+    def retry_forward(self, saga_id: str) -> bool:
+        """Set a ``needs_attention`` saga running again, its failed steps pending.
+
+        Returns ``False`` when it was not ``needs_attention``.
+        """
+        return bool(self._call("retry_forward", saga_id)[0] == "ok")
 
     def next_child_done(self) -> str | None:
         """Take the id of a child saga that ended, for its parent to go on; ``None``."""

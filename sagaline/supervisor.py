@@ -165,8 +165,18 @@ class Supervisor:
         return dict(counts)
 
     def resume(self, saga_id: str) -> str:
-        """Drive one unfinished saga on now, whatever its attention time says."""
+        """Drive one unfinished saga on now, whatever its attention time says.
+
+        A ``needs_attention`` saga (a step after its pivot gave up), once an operator fixed
+        the cause, runs again from the steps that failed. Their attempts are kept, so each
+        gets one more attempt, not a new round of retries; resume again if it gives up.
+        """
         store = self.engine.store
+        if store.retry_forward(saga_id):
+            log.warning("[saga %s] resumed past its pivot by an operator", saga_id)
+            run = self.engine.get(saga_id)
+            return self._drive_forward(run, self.engine.definition_of(run.name, saga_id),
+                                       exhausted=False)
         if not store.client.zadd(f"{store.prefix}index:active", {saga_id: 0}, xx=True):
             status = store.status(saga_id)
             if status is None:

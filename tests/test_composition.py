@@ -318,6 +318,24 @@ def test_a_step_giving_up_after_a_pivot_never_compensates_and_needs_an_operator(
     assert engine.cancel(run.saga_id) is SagaStatus.NEEDS_ATTENTION
 
 
+def test_an_operator_resumes_a_saga_past_its_pivot_once_the_cause_is_fixed(
+    engine: Sagaline, calls: Any
+) -> None:
+    engine.store.inject_fault("t_with_pivot", "after", message="mail server gone")
+    handle = engine.start("t_with_pivot", {"tag": calls.tag})
+    assert handle.wait(30).status is SagaStatus.NEEDS_ATTENTION
+    engine.store.clear_faults()
+
+    assert engine.supervisor.resume(handle.saga_id) == "resumed"
+    run = handle.wait(30)
+
+    assert run.status is SagaStatus.COMPLETED
+    assert calls.read() == ["first:action", "send_email:action", "after:action"]
+    assert run.step("after").attempts == 4  # three that gave up, then one after the fix
+    assert [t.event for t in run.log].count("saga.resumed") == 1
+    assert run.compensations == []
+
+
 def test_a_failure_before_the_pivot_completed_still_compensates(
     engine: Sagaline, calls: Any
 ) -> None:
