@@ -6,7 +6,9 @@ task too; Redis records every transition.
 """
 
 from .bus import EventBus, Subscription, subscriber
+from .child import SubSaga
 from .context import StepContext
+from .dynamic import SagaBuilder, add_steps
 from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .engine import SagaHandle, Sagaline
 from .errors import (
@@ -35,13 +37,14 @@ from .errors import (
 )
 from .events import Event, event_name
 from .ids import new_id
+from .parallel import Parallel
 from .policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, NO_RETRY, RetryPolicy
 from .record import DeadLetter, ErrorInfo, OperationRun, SagaRun, StepRun, Transition
 from .refs import Const, FromInput, FromStep
 from .registry import SagaRegistry
 from .saga import Saga
 from .status import Role, SagaStatus, StepStatus
-from .step import Step
+from .step import Fallback, Step
 from .store import RedisStore
 from .supervisor import StuckSaga, Supervisor
 from .task import SagaTask, saga_task
@@ -56,10 +59,15 @@ __all__ = [
     "DEFAULT_RETRY",
     "DEFAULT_COMPENSATION_RETRY",
     "NO_RETRY",
+    "Fallback",
+    "Parallel",
     "Saga",
+    "SagaBuilder",
     "SagaTask",
+    "add_steps",
     "Step",
     "StepContext",
+    "SubSaga",
     "saga_task",
     # running
     "EmbeddedRedis",

@@ -6,14 +6,22 @@ Everything that knows Celery's canvas lives here; the rest of the engine is plai
   :class:`SagaCeleryTask` as its base. A message carries only an envelope of ids; the base
   class hands it to the :class:`~sagaline._runtime.Runtime` and turns the runtime's signals
   into ``Task.retry`` (which keeps the chain and its errback) and ``Ignore``.
-- The forward path is one chain of immutable signatures with a chain-level ``link_error``.
-  Celery attaches that errback to every task of the chain, but only the task that finally
-  fails runs it, so it fires once per failure (celery-mechanics.md, section 1).
+- The steps between groups form one chain of immutable signatures with a chain-level
+  ``link_error``. Celery attaches that errback to every task of the chain, but only the
+  task that finally fails runs it, so it fires once per failure (celery-mechanics.md,
+  section 1).
+- A group is no Celery group or chord: each branch is a message of its own with the same
+  errback, and the Lua script that records a branch says which branch starts next and
+  which one completed the group (then the steps after it are sent). So there is no chord
+  errback to fire once or N+1 times; ``fail_saga.lua`` turns the saga compensating once,
+  however many branches fail. A fallback is a message of its own too.
 - The errback, :func:`on_step_failed`, takes ``(request, exc, traceback)``, so the worker
-  calls it inline. It turns the saga to compensating once (a Lua transition) and enqueues the
-  compensations of the completed steps, in reverse, as a chain with its own errback.
-- A compensation that fails for good raises; :func:`on_compensation_failed` records it and
-  enqueues the compensations still left, so one failure never stops the others.
+  calls it inline. It turns the saga to compensating once (a Lua transition) and enqueues
+  the first stage of the rollback.
+- Compensations are single messages with their own errback, sent a stage at a time (a
+  step, or a group's branches in parallel) by ``next_undo.lua``. A compensation that fails
+  for good raises; :func:`on_compensation_failed` records it and goes on with the rest, so
+  one failure never stops the others.
 """
 
 from __future__ import annotations
@@ -35,8 +43,9 @@ from ._runtime import (
     time_limit_s,
 )
 from .errors import DefinitionError
+from .parallel import Parallel
 from .saga import Saga
-from .status import Role
+from .status import Role, SagaStatus
 from .store import Rollback
 from .task import SagaTask
 
@@ -116,6 +125,7 @@ def bind_task(engine: Sagaline, definition: SagaTask) -> Task:
         lazy=False,
     )(definition.fn)
     task.engine = engine
+    engine.tasks[definition.name] = definition
     task.validated = validate_call(config=ConfigDict(arbitrary_types_allowed=True))(definition.fn)
     return task
 
@@ -149,20 +159,28 @@ def on_step_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
     if envelope is None:
         log.error("step errback called for a message without a saga envelope: %r", request)
         return
-    saga = engine.registry.get(envelope.saga)
+    try:
+        _fail_forward(engine, envelope, exc)
+    finally:
+        engine.wake_parents()
+        engine.outbox.flush_soon(envelope.saga_id)
+
+
+def _fail_forward(engine: Sagaline, envelope: Envelope, exc: BaseException) -> None:
+    saga = engine.definition_of(envelope.saga, envelope.saga_id)
     error = describe_error(exc, step=envelope.step)
     rollback = engine.store.fail_saga(
         envelope.saga_id, failed_step=envelope.step, error=error,
-        table=saga.compensation_table(),
+        table=saga.rollback_table(),
     )
     if rollback is None:
+        if engine.store.status(envelope.saga_id) is SagaStatus.NEEDS_ATTENTION:
+            log.error("[saga %s] %s gave up after the saga's pivot: it needs an operator",
+                      envelope.saga_id, envelope.step)
         return
     log.warning("[saga %s] %s failed at %s (%s); compensating %s", envelope.saga_id, saga.name,
                 envelope.step, error["message"], ", ".join(rollback.plan) or "nothing")
-    try:
-        start_rollback(engine, saga, envelope.saga_id, rollback)
-    finally:
-        engine.outbox.flush_soon(envelope.saga_id)
+    start_rollback(engine, saga, envelope.saga_id, rollback)
 
 
 def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
@@ -179,22 +197,26 @@ def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -
               envelope.saga_id, envelope.step, exc)
     try:
         engine.continue_rollback(envelope.saga_id)
+        engine.wake_parents()
     finally:
         engine.outbox.flush_soon(envelope.saga_id)
 
 
 def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,
-                   role: Role) -> Signature:
-    """The immutable signature of one step's action or compensation."""
+                   role: Role, undoes_fallback: bool = False) -> Signature:
+    """The immutable signature of one step's action, fallback or compensation."""
     step = saga.step(step_name)
-    definition = step.action if role is Role.ACTION else step.compensation
+    definition = step.task_for(role, undoes_fallback)
+    suffix = "-undo" if role is Role.COMPENSATION else ""
+    if (role is Role.FALLBACK or undoes_fallback) and step.fallback is not None:
+        suffix = "-fallback" + suffix
     if definition is None:
         raise DefinitionError(f"step {step_name!r} of saga {saga.name!r} has no {role.value}")
     task = engine.app.tasks[definition.name]
-    envelope = Envelope(saga_id, saga.name, step_name, role).to_message()
+    envelope = Envelope(saga_id, saga.name, step_name, role, undoes_fallback).to_message()
     limit = time_limit_s(saga, step)
     options: dict[str, Any] = {
-        "task_id": f"{saga_id}-{step_name}" + ("-undo" if role is Role.COMPENSATION else ""),
+        "task_id": f"{saga_id}-{step_name}{suffix}",
         "soft_time_limit": limit,
         "time_limit": limit + HARD_LIMIT_GRACE_S,
     }
@@ -206,31 +228,49 @@ def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,
 
 
 def forward_chain(engine: Sagaline, saga: Saga, saga_id: str, start_at: int = 0) -> Signature:
-    """The saga's forward path from step ``start_at``: in order, one errback for the chain."""
+    """The steps from element ``start_at`` up to the next group, one errback for all."""
     steps = [step_signature(engine, saga, saga_id, s.name, Role.ACTION)
-             for s in saga.steps[start_at:]]
+             for s in saga.segment(start_at)]
     errback = engine.app.tasks[STEP_FAILED_TASK].s()
     signature: Signature = chain(*steps).on_error(errback)
     return signature
 
 
-def compensation_chain(engine: Sagaline, saga: Saga, saga_id: str, plan: list[str]) -> Signature:
-    """The rollback: the given compensations in the given order, with their errback."""
-    steps = [step_signature(engine, saga, saga_id, name, Role.COMPENSATION) for name in plan]
-    errback = engine.app.tasks[COMPENSATION_FAILED_TASK].s()
-    signature: Signature = chain(*steps).on_error(errback)
-    return signature
+def drive_forward(engine: Sagaline, saga: Saga, saga_id: str, start_at: int) -> None:
+    """Send the forward path from element ``start_at``.
+
+    A step: the chain of steps up to the next group. A group: the branches it may start
+    (the others start as these complete). Past the last element: complete the saga.
+    """
+    if start_at >= len(saga.elements):
+        engine.finish(saga, saga_id)
+        return
+    element = saga.elements[start_at]
+    if isinstance(element, Parallel):
+        send(engine, saga, saga_id, engine.store.open_group(saga_id, element), Role.ACTION)
+        return
+    forward_chain(engine, saga, saga_id, start_at).apply_async()
 
 
-__all__ = ["SagaCeleryTask", "bind_task", "compensation_chain", "forward_chain"]
+def send(engine: Sagaline, saga: Saga, saga_id: str, steps: list[str], role: Role,
+         undoes_fallback: bool = False) -> None:
+    """Send single messages (branches, a fallback, compensations), each with its errback."""
+    name = COMPENSATION_FAILED_TASK if role is Role.COMPENSATION else STEP_FAILED_TASK
+    for step in steps:
+        signature = step_signature(engine, saga, saga_id, step, role, undoes_fallback)
+        signature.on_error(engine.app.tasks[name].s()).apply_async()
+
+
+__all__ = ["SagaCeleryTask", "bind_task", "drive_forward", "forward_chain", "send"]
 
 
 def start_rollback(engine: Sagaline, saga: Saga, saga_id: str, rollback: Rollback) -> None:
-    """Enqueue a rollback just planned, unless it waits for an action still in flight."""
-    if rollback.plan and not rollback.awaiting:
-        compensation_chain(engine, saga, saga_id, rollback.plan).apply_async()
+    """Enqueue a rollback just planned (its first stage), unless it awaits an action."""
+    if rollback.plan:
+        engine.continue_rollback(saga_id)
 
 
 def forward_task_ids(saga: Saga, saga_id: str, start_at: int = 0) -> list[str]:
     """The task ids of the forward messages from step ``start_at`` (to revoke them)."""
-    return [f"{saga_id}-{s.name}" for s in saga.steps[start_at:]]
+    ids = [f"{saga_id}-{s.name}" for s in saga.steps[start_at:]]
+    return ids + [f"{saga_id}-{s.name}-fallback" for s in saga.steps if s.fallback]

@@ -15,7 +15,8 @@ class Claim:
     """What ``begin.lua`` answered."""
 
     kind: str
-    """``run``, ``completed``, ``busy``, ``inactive``, ``failed`` or ``missing``."""
+    """``run``, ``completed``, ``busy``, ``inactive``, ``failed``, ``waiting`` (for its
+    child saga) or ``missing``."""
     attempt: int = 0
     """The attempt to run (``run``)."""
     inputs: dict[str, Any] | None = None
@@ -24,6 +25,8 @@ class Claim:
     """The saga's correlation id (``run``)."""
     fault: str = ""
     """An injected fault's message: this attempt must fail with it (``run``)."""
+    parent_id: str = ""
+    """The parent saga's id, when this saga is a child saga (``run``)."""
     results: dict[str, Any] | None = None
     """Results of the steps asked for (``run``)."""
     started_event: str = ""
@@ -42,12 +45,12 @@ def claim_from_reply(reply: list[Any], needed: Sequence[str], saga_id: str = "")
     """Read ``begin.lua``'s reply."""
     kind = reply[0]
     if kind == "run":
-        results = {name: _json.loads(raw) for name, raw in zip(needed, reply[6:], strict=True)}
-        index, entry = str(reply[5]).split(" ", 1)
+        results = {name: _json.loads(raw) for name, raw in zip(needed, reply[7:], strict=True)}
+        index, entry = str(reply[6]).split(" ", 1)
         started = derived_id(float(_json.loads(entry)["at"]), saga_id, index)
         return Claim(kind, attempt=int(reply[1]), inputs=_json.loads(reply[2]),
-                     correlation_id=reply[3], fault=reply[4], results=results,
-                     started_event=started)
+                     correlation_id=reply[3], fault=reply[4], parent_id=reply[5],
+                     results=results, started_event=started)
     if kind == "completed":
         return Claim(kind, result=_json.loads(reply[1]), cursor=int(reply[2]))
     if kind == "busy":

@@ -46,7 +46,7 @@ _STATUS_STYLES = {
     SagaStatus.RUNNING: "cyan", SagaStatus.COMPENSATING: "yellow",
     SagaStatus.COMPLETED: "green", SagaStatus.COMPENSATED: "yellow",
     SagaStatus.COMPENSATION_FAILED: "bold red", SagaStatus.FAILED: "red",
-    SagaStatus.CANCELLED: "magenta",
+    SagaStatus.CANCELLED: "magenta", SagaStatus.NEEDS_ATTENTION: "bold magenta",
 }
 
 cli = typer.Typer(

@@ -60,6 +60,8 @@ class StepContext:
     """Says what is wrong with an event before it is emitted (the engine's taxonomy)."""
     emitted: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
     """Events emitted so far by this attempt; published only if the attempt is recorded."""
+    undoes_fallback: bool = False
+    """Whether this compensation undoes the step's fallback (rather than its action)."""
 
     @property
     def idempotency_key(self) -> str:
@@ -68,11 +70,13 @@ class StepContext:
 
     @property
     def action_key(self) -> str:
-        """The idempotency key of this step's action.
+        """The idempotency key of what this compensation undoes.
 
-        A compensation uses it to find what its action did.
+        That is the step's action, or its fallback when that is what completed; a
+        compensation uses it to find what its action did.
         """
-        return f"{self.saga_id}:{self.step}:{Role.ACTION.value}"
+        done = Role.FALLBACK if self.undoes_fallback else Role.ACTION
+        return f"{self.saga_id}:{self.step}:{done.value}"
 
     def emit(self, name: str, payload: dict[str, Any] | None = None) -> None:
         """Emit a domain event (``orders.order.created``) for this flow.

@@ -172,14 +172,19 @@ class DemoWorker:
 
 
 def compensation_names(engine: Sagaline, saga: str) -> dict[str, str]:
-    """Per step of ``saga``, its compensation's short name (``release_inventory``)."""
+    """Per step of ``saga``, its compensation's short name (``release_inventory``).
+
+    Under ``"{step}:fallback"``, that of the step's fallback's compensation.
+    """
     if saga not in engine.registry:
         return {}
-    return {
-        step.name: step.compensation.short_name
-        for step in engine.registry.get(saga).steps
-        if step.compensation is not None
-    }
+    names = {}
+    for step in engine.registry.get(saga).steps:
+        if step.compensation is not None:
+            names[step.name] = step.compensation.short_name
+        if step.fallback is not None and step.fallback.compensation is not None:
+            names[f"{step.name}:fallback"] = step.fallback.compensation.short_name
+    return names
 
 
 def _error_text(entry: Mapping[str, Any]) -> str:
@@ -214,12 +219,19 @@ def describe(entry: Mapping[str, Any], undo: Mapping[str, str]) -> tuple[str, st
     role, _, what = str(entry.get("event", "")).partition(".")
     if role == "saga":
         return _saga_line(what, entry)
+    if role == "group":
+        return f"  ✓ group {entry.get('group', '')} completed: every branch is done", "green"
     step = str(entry.get("step") or "")
     attempt = entry.get("attempt")
     if role == "compensation" and what == "skipped":
         return f"  · {step}: nothing to undo ({entry.get('reason', 'no compensation')})", "dim"
+    if role == "fallback" and what == "due":
+        return f"  ⤷ {step} gave up: trying its fallback", "yellow"
     if role == "compensation":
-        name, mark = f"{undo.get(step, step)} (compensation)", "↺"
+        key = f"{step}:fallback" if entry.get("via") == "fallback" else step
+        name, mark = f"{undo.get(key, step)} (compensation)", "↺"
+    elif role == "fallback":
+        name, mark = f"{step} (fallback)", "✓"
     else:
         name, mark = step, "✓"
     if what == "completed":

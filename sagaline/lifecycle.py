@@ -54,16 +54,29 @@ LIFECYCLE_NAMES: Mapping[str, str] = {
     "compensation.failed": event_name("saga.compensation.failed"),
     "compensation.skipped": event_name("saga.compensation.skipped"),
     "compensation.due": event_name("saga.compensation.scheduled"),
+    "compensation.waiting": event_name("saga.compensation.suspended"),
+    "action.queued": event_name("saga.step.queued"),
+    "action.waiting": event_name("saga.step.suspended"),
+    "fallback.due": event_name("saga.fallback.scheduled"),
+    "fallback.started": event_name("saga.fallback.started"),
+    "fallback.completed": event_name("saga.fallback.completed"),
+    "fallback.retrying": event_name("saga.fallback.retry_scheduled"),
+    "fallback.failed": event_name("saga.fallback.failed"),
+    "group.completed": event_name("saga.group.completed"),
+    "saga.needs_attention": event_name("saga.attention_requested"),
+    "saga.steps_added": event_name("saga.steps_added"),
+    "saga.undoing": event_name("saga.undo_requested"),
+    "saga.resumed": event_name("saga.resumed"),
 }
 
 #: The log entry kind of an event a step emitted (``ctx.emit``).
 EMITTED = "emit"
 
-_ROLLBACK_CAUSES = {"saga.failed", "saga.cancelling"}
+_ROLLBACK_CAUSES = {"saga.failed", "saga.cancelling", "saga.undoing"}
 _ROLLBACK_EVENTS = {"saga.compensated", "saga.compensation_failed", "saga.cancelled",
                     "saga.compensation_retried"}
 _PAYLOAD_KEYS = ("step", "attempt", "error", "reason", "retry_in_s", "undone", "steps",
-                 "waiting_on", "recovery")
+                 "waiting_on", "recovery", "group", "child", "plan", "pivot", "via")
 
 
 @dataclass(frozen=True)
@@ -143,7 +156,7 @@ class _Derivation:
     def _cause(self, kind: str, step: Any) -> str | None:
         if kind == "saga.started":
             return self.trigger
-        if kind == "saga.failed" and step in self.step_failed:
+        if kind in ("saga.failed", "saga.needs_attention") and step in self.step_failed:
             return self.step_failed[step]
         if kind == "saga.completed":
             return self.last_completed or self.started
@@ -158,7 +171,7 @@ class _Derivation:
             self.rollback_cause = event_id
         elif kind == "action.started" and step:
             self.step_started[str(step)] = event_id
-        elif kind == "action.failed" and step:
+        elif kind in ("action.failed", "fallback.failed") and step:
             self.step_failed[str(step)] = event_id
         elif kind == "action.completed":
             self.last_completed = event_id

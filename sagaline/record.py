@@ -47,6 +47,8 @@ class OperationRun(BaseModel):
     """What it returned, when it completed."""
     error: ErrorInfo | None = None
     """The last error, when an attempt failed."""
+    child: str | None = None
+    """The id of the child saga it runs (or undoes), for a step that runs one."""
 
 
 class StepRun(OperationRun):
@@ -56,6 +58,8 @@ class StepRun(OperationRun):
     """The step's name."""
     compensation: OperationRun | None = None
     """The compensation's record, when the step has a compensation."""
+    fallback: OperationRun | None = None
+    """The fallback's record, when the step's action gave up and its fallback was due."""
 
 
 class Transition(BaseModel):
@@ -103,6 +107,8 @@ class SagaRun(BaseModel):
     """The business flow it belongs to."""
     causation_id: str | None = None
     """What caused it to start, when the starter said."""
+    parent_id: str | None = None
+    """The parent saga's id, when this run is a child saga of one of its steps."""
     inputs: dict[str, Any] = Field(default_factory=dict)
     """The validated inputs."""
     result: Any = None
@@ -165,7 +171,8 @@ class SagaRun(BaseModel):
 
 
 TaskNames = dict[str, tuple[str, str | None]]
-"""Per step name, the action's and the compensation's task names."""
+"""Per step name, the action's and the compensation's task names; under
+``"{step}:fallback"``, those of the step's fallback and its compensation."""
 
 
 def build_run(saga_id: str, saga: dict[str, str], fields: dict[str, str], log: list[str],
@@ -178,10 +185,15 @@ def build_run(saga_id: str, saga: dict[str, str], fields: dict[str, str], log: l
         undo = None
         if f"compensation:{name}:status" in fields or undo_task is not None:
             undo = operation(fields, f"compensation:{name}:", undo_task)
-        steps.append(StepRun(name=name, compensation=undo, **action.model_dump()))
+        fallback = None
+        if f"fallback:{name}:status" in fields:
+            fallback = operation(fields, f"fallback:{name}:",
+                                 names.get(f"{name}:fallback", (None, None))[0])
+        steps.append(StepRun(name=name, compensation=undo, fallback=fallback,
+                             **action.model_dump()))
     transitions = [transition(raw) for raw in log]
     compensations = [
-        (names.get(t.step, (None, None))[1] or str(t.step)).rsplit(".", 1)[-1]
+        (names.get(_undone_by(t), (None, None))[1] or str(t.step)).rsplit(".", 1)[-1]
         for t in transitions if t.event == "compensation.completed" and t.step
     ]
     undone = [s.name for s in steps if s.compensation and s.compensation.status == "failed"]
@@ -191,6 +203,7 @@ def build_run(saga_id: str, saga: dict[str, str], fields: dict[str, str], log: l
         status=SagaStatus(saga["status"]),
         correlation_id=saga.get("correlation_id", ""),
         causation_id=saga.get("causation_id") or None,
+        parent_id=saga.get("parent_id") or None,
         inputs=_json.loads(saga.get("inputs")) or {},
         result=_json.loads(saga.get("result")),
         error=_json.loads(saga.get("error")) or None,
@@ -206,6 +219,13 @@ def build_run(saga_id: str, saga: dict[str, str], fields: dict[str, str], log: l
         ended_at=timestamp(saga.get("ended_at")),
         log=transitions,
     )
+
+
+def _undone_by(entry: Transition) -> str:
+    """The task-names key of what a compensation undid: the step, or its fallback."""
+    if entry.detail.get("via") == "fallback":
+        return f"{entry.step}:fallback"
+    return str(entry.step)
 
 
 def timestamp(raw: str | float | None) -> datetime | None:
@@ -232,6 +252,7 @@ def operation(fields: dict[str, str], prefix: str, task: str | None) -> Operatio
         ended_at=timestamp(get("ended_at")),
         result=_json.loads(get("result")),
         error=ErrorInfo(**error) if error else None,
+        child=get("child") or None,
     )
 
 

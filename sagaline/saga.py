@@ -11,9 +11,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .errors import DefinitionError, InvalidInputError
+from .parallel import Parallel
 from .policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, RetryPolicy
 from .refs import FromInput, FromStep, Ref, resolve_all, steps_referenced
 from .step import Step
+
+Element = Step | Parallel
+"""One element of a saga's steps: a step, or a group of steps that run at once."""
 
 SAGA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -31,6 +35,12 @@ class Saga:
     names unique and well-formed, arguments taken only from declared inputs and from steps
     that come earlier, every argument a task requires given, no argument it does not take.
 
+    ``steps`` holds :class:`Step` and :class:`Parallel` elements, in order. A step marked
+    ``pivot=True`` commits the saga: once it completed, the saga is never rolled back past
+    it. So every step after a pivot must be retried forward, and its retry policy must say
+    so (more than one attempt, no ``non_retryable`` types); when one still gives up, the
+    saga turns ``needs_attention`` for an operator instead of compensating.
+
     Example:
         >>> order_processing = Saga(
         ...     "order_processing", inputs=OrderInput,
@@ -43,7 +53,9 @@ class Saga:
     inputs: type[BaseModel]
     """The pydantic model the inputs are validated with before anything is enqueued."""
     steps: tuple[Step, ...]
-    """The forward steps, in order."""
+    """Every step, in order, the branches of a group in place of the group."""
+    elements: tuple[Element, ...]
+    """The forward path as declared: steps and groups, in order."""
     returns: Returns = None
     """The saga's result: one reference, or a mapping of them; ``None`` for the last step's."""
     retry: RetryPolicy = DEFAULT_RETRY
@@ -62,7 +74,7 @@ class Saga:
         name: str,
         *,
         inputs: type[BaseModel],
-        steps: Sequence[Step],
+        steps: Sequence[Element],
         returns: Returns = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY,
@@ -73,8 +85,10 @@ class Saga:
         """Declare and check a saga; see the class docstring."""
         if deadline is not None and deadline <= timedelta(0):
             raise DefinitionError(f"saga {name!r}: deadline must be positive")
+        flat = [b for e in steps for b in (e.steps if isinstance(e, Parallel) else [e])]
         for attr, value in (
-            ("name", name), ("inputs", inputs), ("steps", tuple(steps)), ("returns", returns),
+            ("name", name), ("inputs", inputs), ("steps", tuple(flat)),
+            ("elements", tuple(steps)), ("returns", returns),
             ("retry", retry), ("compensation_retry", compensation_retry),
             ("step_time_limit", step_time_limit), ("description", description),
             ("deadline", deadline),
@@ -82,6 +96,11 @@ class Saga:
             object.__setattr__(self, attr, value)
         self._check()
         object.__setattr__(self, "_index", {s.name: i for i, s in enumerate(self.steps)})
+        where: dict[str, int] = {}
+        for i, element in enumerate(self.elements):
+            for step in element.steps if isinstance(element, Parallel) else [element]:
+                where[step.name] = i
+        object.__setattr__(self, "_element_of", where)
 
     # -- declaration checks -------------------------------------------------------------
 
@@ -98,24 +117,79 @@ class Saga:
             raise DefinitionError(f"saga {self.name!r} has no steps; give it at least one")
         fields = set(self.inputs.model_fields)
         seen: list[str] = []
-        for step in self.steps:
-            if not isinstance(step, Step):
-                raise DefinitionError(f"saga {self.name!r}: {step!r} is not a Step")
-            if step.name in seen:
+        for element in self.elements:
+            if isinstance(element, Parallel):
+                if element.name in seen:
+                    raise DefinitionError(
+                        f"saga {self.name!r} uses the name {element.name!r} twice; names of "
+                        "steps and groups must be unique"
+                    )
+                earlier = list(seen)
+                for branch in element.steps:
+                    self._check_step(branch, fields, earlier, seen)
+                    seen.append(branch.name)
+                seen.append(element.name)
+            elif isinstance(element, Step):
+                self._check_step(element, fields, seen, seen)
+                seen.append(element.name)
+            else:
                 raise DefinitionError(
-                    f"saga {self.name!r} declares step {step.name!r} twice; names must be unique"
+                    f"saga {self.name!r}: {element!r} is not a Step or a Parallel group"
                 )
-            where = f"saga {self.name!r}, step {step.name!r}"
-            self._check_refs(step.args, fields, seen, where)
-            step.action.check_arguments(set(step.args), where)
-            if step.compensation is not None:
-                self._check_refs(step.undo_args, fields, [*seen, step.name], where)
-                step.compensation.check_arguments(set(step.undo_args), f"{where} (compensation)")
-            seen.append(step.name)
+        self._check_pivots()
         returns = self.returns
         if returns is not None:
             refs = returns if isinstance(returns, Mapping) else {"returns": returns}
             self._check_refs(refs, fields, seen, f"saga {self.name!r}, returns")
+
+    def _check_step(self, step: Step, fields: set[str], earlier: list[str],
+                    taken: list[str]) -> None:
+        if step.name in taken:
+            raise DefinitionError(
+                f"saga {self.name!r} declares step {step.name!r} twice; names must be unique"
+            )
+        where = f"saga {self.name!r}, step {step.name!r}"
+        self._check_refs(step.args, fields, earlier, where)
+        step.action.check_arguments(set(step.args), where)
+        child = getattr(step, "child", None)
+        if child is not None:
+            if not isinstance(child, Saga):
+                raise DefinitionError(f"{where}: runs {child!r}, which is not a Saga")
+            wanted = {n for n, f in child.inputs.model_fields.items() if f.is_required()}
+            missing = sorted(wanted - set(step.args))
+            if missing:
+                raise DefinitionError(
+                    f"{where}: its child saga {child.name!r} needs the inputs "
+                    f"{', '.join(map(repr, missing))}; add them to the step's inputs"
+                )
+        if step.compensation is not None:
+            self._check_refs(step.undo_args, fields, [*earlier, step.name], where)
+            step.compensation.check_arguments(set(step.undo_args), f"{where} (compensation)")
+        fallback = step.fallback
+        if fallback is not None:
+            self._check_refs(fallback.args, fields, earlier, f"{where} (fallback)")
+            fallback.action.check_arguments(set(fallback.args), f"{where} (fallback)")
+            if fallback.compensation is not None:
+                undo = fallback.undo_args(step.name)
+                self._check_refs(undo, fields, [*earlier, step.name], where)
+                fallback.compensation.check_arguments(
+                    set(undo), f"{where} (fallback's compensation)")
+
+    def _check_pivots(self) -> None:
+        pivot = None
+        for step in self.steps:
+            if pivot is not None:
+                policy = self.retry_for(step)
+                if policy.attempts < 2 or policy.non_retryable:
+                    raise DefinitionError(
+                        f"saga {self.name!r}: step {step.name!r} comes after the pivot "
+                        f"{pivot!r}, so the saga cannot be rolled back when it fails: it must "
+                        "be retried forward. Give it a retry policy with attempts > 1 and no "
+                        "non_retryable types (its policy: "
+                        f"attempts={policy.attempts}, non_retryable={policy.non_retryable!r})"
+                    )
+            if step.pivot:
+                pivot = step.name
 
     def _check_refs(
         self, refs: Mapping[str, Ref], fields: set[str], earlier: list[str], where: str
@@ -145,6 +219,37 @@ class Saga:
         index: dict[str, int] = self._index  # type: ignore[attr-defined]
         return index[name]
 
+    def element_index(self, name: str) -> int:
+        """The position, from 0, of the element holding step ``name``."""
+        where: dict[str, int] = self._element_of  # type: ignore[attr-defined]
+        return where[name]
+
+    def group_of(self, name: str) -> Parallel | None:
+        """The group step ``name`` is a branch of, if any."""
+        element = self.elements[self.element_index(name)]
+        return element if isinstance(element, Parallel) else None
+
+    def is_last(self, name: str) -> bool:
+        """Whether step ``name`` is the saga's last element (not a branch of a group)."""
+        last = self.elements[-1]
+        return isinstance(last, Step) and last.name == name
+
+    def segment(self, start: int) -> list[Step]:
+        """The steps that run one after the other from element ``start``.
+
+        They go up to the next group or the end (none when element ``start`` is a group).
+        """
+        steps: list[Step] = []
+        for element in self.elements[start:]:
+            if isinstance(element, Parallel):
+                break
+            steps.append(element)
+        return steps
+
+    def pivot(self) -> Step | None:
+        """The first pivot step, if any."""
+        return next((s for s in self.steps if s.pivot), None)
+
     def retry_for(self, step: Step) -> RetryPolicy:
         """The retry policy of the step's action."""
         return step.retry or self.retry
@@ -170,21 +275,42 @@ class Saga:
     def results_for_return(self) -> list[str]:
         """Steps whose results the saga's return value needs."""
         if self.returns is None:
-            return [self.steps[-1].name]
+            last = self.elements[-1]
+            if isinstance(last, Parallel):
+                return last.branch_names()
+            return [last.name]
         return steps_referenced(self.returns)
 
     def build_result(self, inputs: Mapping[str, Any], results: Mapping[str, Any]) -> Any:
         """The saga's return value, from its inputs and recorded step results."""
         if self.returns is None:
-            return results[self.steps[-1].name]
+            last = self.elements[-1]
+            if isinstance(last, Parallel):
+                return {name: results[name] for name in last.branch_names()}
+            return results[last.name]
         if isinstance(self.returns, Mapping):
             return resolve_all(self.returns, inputs, results)
         return self.returns.resolve(inputs, results)
 
     def compensation_table(self) -> list[tuple[str, bool]]:
-        """``(step name, has a compensation)`` in forward order, as the store needs it."""
+        """``(step name, has a compensation)`` in forward order."""
         return [(s.name, s.compensation is not None) for s in self.steps]
 
+    def rollback_table(self) -> list[list[str | bool]]:
+        """Per step, in forward order, what planning a rollback needs (``_prelude.lua``).
+
+        Each row is ``[name, has a compensation, group ('' if none), fallback ('' none,
+        'undo' with a compensation, 'keep' without), pivot]``.
+        """
+        rows: list[list[str | bool]] = []
+        for step in self.steps:
+            group = self.group_of(step.name)
+            fallback = ""
+            if step.fallback is not None:
+                fallback = "undo" if step.fallback.compensation is not None else "keep"
+            rows.append([step.name, step.compensation is not None,
+                         group.name if group else "", fallback, step.pivot])
+        return rows
 
 def validate_inputs(saga: str, model: type[BaseModel], inputs: BaseModel | Mapping[str, Any]
                     ) -> dict[str, Any]:

@@ -22,6 +22,9 @@ class SagaStatus(str, Enum):
     FAILED = "failed"
     #: It was cancelled, and every completed step with a compensation was undone.
     CANCELLED = "cancelled"
+    #: A step after a completed pivot gave up: the saga cannot be rolled back past its
+    #: pivot, so it stays as it is, for an operator (``sagaline stuck`` lists it).
+    NEEDS_ATTENTION = "needs_attention"
 
     @property
     def is_final(self) -> bool:
@@ -36,6 +39,7 @@ FINAL_STATUSES = frozenset(
         SagaStatus.COMPENSATION_FAILED,
         SagaStatus.FAILED,
         SagaStatus.CANCELLED,
+        SagaStatus.NEEDS_ATTENTION,
     }
 )
 
@@ -45,6 +49,8 @@ class StepStatus(str, Enum):
 
     #: Not started yet.
     PENDING = "pending"
+    #: Its message was sent (a group's branch, a fallback, a compensation); not started yet.
+    QUEUED = "queued"
     #: An attempt is running (and holds the lease).
     RUNNING = "running"
     #: An attempt failed; another is scheduled by the retry policy.
@@ -57,6 +63,8 @@ class StepStatus(str, Enum):
     SKIPPED = "skipped"
     #: A compensation waiting for its action, in flight when the saga was stopped, to end.
     AWAITING = "awaiting"
+    #: A step that runs a child saga waits for it to end (no worker is held meanwhile).
+    WAITING = "waiting"
 
 
 class Role(str, Enum):
@@ -64,5 +72,7 @@ class Role(str, Enum):
 
     #: The step's forward action.
     ACTION = "action"
-    #: The step's compensation, undoing a completed action.
+    #: The step's compensation, undoing a completed action (or fallback).
     COMPENSATION = "compensation"
+    #: The step's fallback, tried when its action gave up.
+    FALLBACK = "fallback"

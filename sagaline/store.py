@@ -10,7 +10,8 @@ Keys, under a prefix (``sagaline:`` by default):
 - ``saga:{id}``: hash of the run (status, name, correlation id, inputs, result, error,
   waiting_on, cancel_requested, deadline_at, recoveries, compensation_plan, ...)
 - ``saga:{id}:steps``: hash of ``{role}:{step}:{field}`` (status, attempts, attempt_times,
-  started_at, ended_at, lease_until, result, error), for actions and compensations
+  started_at, ended_at, lease_until, result, error; ``via`` on a compensation that undoes
+  a fallback), for actions, fallbacks and compensations
 - ``saga:{id}:log``: list of transitions, JSON, in order
 - ``index:all``, ``index:status:{status}``: sorted sets of ids by time;
   ``index:correlation:{id}``: set of saga ids of one business flow
@@ -36,11 +37,13 @@ from redis.retry import Retry
 from . import _json
 from ._claim import Claim, claim_from_reply
 from .errors import SagaNotFoundError, WaitTimeoutError
+from .parallel import Parallel
 from .record import DeadLetter, SagaRun, TaskNames, build_run
 from .status import Role, SagaStatus
 
 _SCRIPTS = ("create", "begin", "renew", "complete", "fail", "fail_saga", "abort", "abandon",
-            "recover", "awaited", "reopen", "published", "outbox_claim")
+            "recover", "awaited", "reopen", "group", "finish", "next_undo", "child",
+            "undo_completed", "retry_forward", "published", "outbox_claim")
 _FINAL_OPERATION = ("completed", "failed", "skipped")
 
 
@@ -116,13 +119,56 @@ class RedisStore:
     # -- forward and backward transitions ---------------------------------------------------
 
     def create(self, saga_id: str, *, name: str, correlation_id: str, causation_id: str | None,
-               inputs: dict[str, Any], plan: Sequence[str], deadline_at: float | None = None
+               inputs: dict[str, Any], plan: Sequence[str], deadline_at: float | None = None,
+               parent: tuple[str, str] | None = None, definition: str | None = None
                ) -> bool:
-        """Record a new run as running; ``False`` if the id is taken."""
+        """Record a new run as running; ``False`` if the id is taken.
+
+        ``parent`` is ``(parent saga id, step)`` for a child saga; ``definition`` the JSON
+        of a saga assembled at runtime.
+        """
+        parent_id, parent_step = parent or ("", "")
         return bool(self._call(
             "create", saga_id, name, correlation_id, causation_id or "", _json.dumps(inputs),
             _json.dumps(list(plan)), "" if deadline_at is None else f"{deadline_at:.6f}",
+            parent_id, parent_step, definition or "",
         ))
+
+    def wait_for_child(self, saga_id: str, role: Role, step: str, *, attempt: int,
+                       child_id: str) -> bool:
+        """The claimed attempt waits for its child saga, holding no lease.
+
+        Returns ``False`` if the attempt lost its claim.
+        """
+        return bool(self._call("child", saga_id, "wait", role.value, step, attempt,
+                               child_id) == "ok")
+
+    def child_ended(self, saga_id: str, step: str, *, child_status: str, result: Any,
+                    error: dict[str, Any]) -> str:
+        """Deliver a child saga's end to its parent's step (see ``child.lua``)."""
+        return str(self._call("child", saga_id, "done", step, child_status,
+                              _json.dumps(result), _json.dumps(error)))
+
+    def undo_completed(self, saga_id: str, *, table: Sequence[Sequence[str | bool]],
+                       error: dict[str, Any]) -> Rollback | None:
+        """Turn a completed saga to compensating, as its parent undoes it.
+
+        Returns ``None`` if it was not completed.
+        """
+        return self._rollback_reply(self._call(
+            "undo_completed", saga_id, _json.dumps([list(row) for row in table]),
+            _json.dumps(error)))
+
+    def retry_forward(self, saga_id: str) -> bool:
+        """Set a ``needs_attention`` saga running again, its failed steps pending.
+
+        Returns ``False`` when it was not ``needs_attention``.
+        """
+        return bool(self._call("retry_forward", saga_id)[0] == "ok")
+
+    def next_child_done(self) -> str | None:
+        """Take the id of a child saga that ended, for its parent to go on; ``None``."""
+        return cast(str | None, self.client.lpop(f"{self.prefix}children_done"))
 
     def begin(self, saga_id: str, role: Role, step: str, *, index: int, lease_s: float,
               needed: Sequence[str]) -> Claim:
@@ -139,34 +185,76 @@ class RedisStore:
 
     def complete(self, saga_id: str, role: Role, step: str, *, attempt: int, result: Any,
                  saga_result: Any = None, final: bool = False, next_step: str = "",
+                 plan: Sequence[str] | None = None,
                  events: Sequence[dict[str, Any]] = ()) -> str:
         """Record a successful attempt; with ``final`` also complete the saga.
 
-        ``next_step`` names the forward step the saga waits on next, if any. ``events``
-        are the events the operation emitted (``{"name", "payload", "source"}``): they are
-        logged, and so published, only if this attempt is the one recorded.
+        ``next_step`` names the forward step the saga waits on next, if any; ``plan`` is
+        the run's steps when this step added some. ``events`` are the events the operation
+        emitted (``{"name", "payload", "source"}``): they are logged, and so published,
+        only if this attempt is the one recorded.
         """
         return str(self._call(
             "complete", saga_id, role.value, step, attempt, _json.dumps(result),
-            _json.dumps(saga_result) if final else "", next_step,
+            _json.dumps(saga_result) if final else "", next_step, "",
+            "" if plan is None else _json.dumps(list(plan)),
             _json.dumps(list(events)) if events else "",
         ))
 
+    def complete_branch(self, saga_id: str, role: Role, step: str, *, attempt: int,
+                        result: Any, group: Parallel,
+                        events: Sequence[dict[str, Any]] = ()) -> tuple[str, list[str]]:
+        """Record a successful attempt of a group's branch.
+
+        Returns ``(outcome, branches to start)``; the outcome is ``group_done`` when it was
+        the last branch of its group to complete (exactly one branch gets it), else as
+        :meth:`complete`.
+        """
+        reply = self._call("complete", saga_id, role.value, step, attempt, _json.dumps(result),
+                           "", "", _group_json(group), "",
+                           _json.dumps(list(events)) if events else "")
+        return str(reply[0]), [str(x) for x in reply[1:]]
+
+    def open_group(self, saga_id: str, group: Parallel, *, force: bool = False) -> list[str]:
+        """Mark the branches a group may start now (up to its bound); return them.
+
+        With ``force``, the branches in flight are returned too (to send them again).
+        """
+        reply = self._call("group", saga_id, _group_json(group), "1" if force else "0")
+        return [str(x) for x in reply[1:]] if reply[0] == "ok" else []
+
+    def finish(self, saga_id: str, result: Any) -> bool:
+        """Complete a running saga with its result; ``False`` if it was not running."""
+        return bool(self._call("finish", saga_id, _json.dumps(result)))
+
+    def next_compensations(self, saga_id: str, *, force: bool = False
+                           ) -> list[tuple[str, bool]]:
+        """The compensations to enqueue now, as ``(step, undoes the fallback)``.
+
+        They are those of the rollback's first stage with any left (a step, or a group's
+        branches, undone in parallel); each is returned once, unless ``force``.
+        """
+        reply = [str(x) for x in self._call("next_undo", saga_id, "1" if force else "0")]
+        return [(reply[i], reply[i + 1] == "fallback") for i in range(0, len(reply), 2)]
+
     def fail(self, saga_id: str, role: Role, step: str, *, attempt: int, error: dict[str, Any],
-             retry_in_s: float | None) -> str:
+             retry_in_s: float | None, fallback: bool = False) -> str:
         """Record a failed attempt, to be retried in ``retry_in_s`` or (``None``) final.
 
-        ``attempt=0`` fails whichever attempt is current (a worker lost it mid-run).
+        ``attempt=0`` fails whichever attempt is current (a worker lost it mid-run). With
+        ``fallback``, an action that gives up makes the step's fallback due (``fallback``).
         """
         retry = "" if retry_in_s is None else f"{retry_in_s:.6f}"
         return str(self._call("fail", saga_id, role.value, step, attempt, _json.dumps(error),
-                              retry))
+                              retry, "1" if fallback else "0"))
 
     def fail_saga(self, saga_id: str, *, failed_step: str, error: dict[str, Any],
-                  table: Sequence[tuple[str, bool]]) -> Rollback | None:
+                  table: Sequence[Sequence[str | bool]]) -> Rollback | None:
         """Turn a running saga to compensating, once; the compensations to run, in order.
 
-        Returns ``None`` when the saga was not running (another caller got there first).
+        ``table`` is :meth:`Saga.rollback_table`. Returns ``None`` when the saga was not
+        running (another caller got there first), or when a pivot completed: then the saga
+        is not rolled back but turns ``needs_attention``.
         """
         return self._rollback_reply(self._call(
             "fail_saga", saga_id, failed_step, _json.dumps(error),
@@ -174,10 +262,11 @@ class RedisStore:
         ))
 
     def abort(self, saga_id: str, *, reason: str, error: dict[str, Any],
-              table: Sequence[tuple[str, bool]]) -> Rollback | None:
+              table: Sequence[Sequence[str | bool]]) -> Rollback | None:
         """Stop a running saga (``reason``: ``cancelled`` or ``deadline``) and plan its undo.
 
-        Returns ``None`` when the saga was not running.
+        Returns ``None`` when the saga was not running, or is past a pivot (it cannot be
+        rolled back, so it goes on).
         """
         return self._rollback_reply(self._call(
             "abort", saga_id, reason, _json.dumps(error),
@@ -222,7 +311,8 @@ class RedisStore:
             return 0
         now = self.client.time()
         cutoff = now[0] - self.retention_s
-        final = [s for s in SagaStatus if s.is_final]
+        # A saga waiting for an operator stays listed however old it is.
+        final = [s for s in SagaStatus if s.is_final and s is not SagaStatus.NEEDS_ATTENTION]
         with self.client.pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(f"{self.prefix}index:all", "-inf", cutoff)
             for status in final:
@@ -310,6 +400,18 @@ class RedisStore:
                 if st not in _FINAL_OPERATION]
         return [s for s, _ in left], any(st == "awaiting" for _, st in left)
 
+    def results(self, saga_id: str, steps: Sequence[str]) -> dict[str, Any]:
+        """The recorded results of ``steps`` (a fallback's, when it ran instead)."""
+        fields = [f"{role}:{s}:result" for s in steps for role in ("action", "fallback")]
+        raw = cast(list[str | None],
+                   self.client.hmget(self.saga_keys(saga_id)[1], fields) if fields else [])
+        return {s: _json.loads(raw[2 * i] or raw[2 * i + 1]) for i, s in enumerate(steps)}
+
+    def inputs(self, saga_id: str) -> dict[str, Any]:
+        """The run's recorded inputs."""
+        raw = self.client.hget(self.saga_keys(saga_id)[0], "inputs")
+        return cast(dict[str, Any], _json.loads(cast(str | None, raw)) or {})
+
     def status(self, saga_id: str) -> SagaStatus | None:
         """The run's status, or ``None`` if it is not recorded."""
         raw = self.client.hget(self.saga_keys(saga_id)[0], "status")
@@ -385,6 +487,11 @@ class RedisStore:
                 pubsub.get_message(timeout=min(left, 1.0))
         finally:
             pubsub.close()
+
+
+def _group_json(group: Parallel) -> str:
+    return _json.dumps({"name": group.name, "branches": group.branch_names(),
+                        "limit": group.limit})
 
 
 def _lua(name: str) -> str:

@@ -8,12 +8,15 @@ with the sagas that need it, not with every saga ever run. For each:
    :class:`DeadlineExceededError`.
 2. Claim the look atomically (two sweepers never drive the same saga); a saga whose running
    attempt still renews its lease is left alone.
-3. Running: re-enqueue the forward chain from the first step not completed (claims make a
-   duplicate harmless). If that step failed for good but the errback was lost, or the saga
-   was recovered too often without progress, fail it and compensate.
-4. Compensating: re-enqueue the compensations left; an awaited action whose worker was lost
-   makes its compensation due; a compensation recovered too often is marked failed (and
-   dead-lettered) so the others go on.
+3. Running: find the first element not completed. A step: re-enqueue the forward path
+   from it (its fallback, when its action gave up and the fallback was due). A group:
+   re-send its branches in flight and start those its bound allows; every element
+   completed: complete the saga. Claims make a duplicate harmless. If a step failed for
+   good but the errback was lost, or the saga was recovered too often without progress,
+   fail it and compensate (or mark it for an operator, past a pivot).
+4. Compensating: re-enqueue the compensations of the rollback's current stage; an awaited
+   action whose worker was lost makes its compensation due; a compensation recovered too
+   often is marked failed (and dead-lettered) so the others go on.
 5. Publish the events of every saga whose outbox still holds entries (the bus was down).
 
 A saga in a final state is never driven again; recoveries of one saga are spaced out
@@ -32,8 +35,9 @@ from pydantic import BaseModel
 
 from . import _celery
 from ._runtime import describe_error
+from .child import SubSaga, child_id_of
 from .errors import DeadlineExceededError, RecoveryExhaustedError, SagaNotFoundError, StateError
-from .record import DeadLetter, SagaRun
+from .record import DeadLetter, SagaRun, StepRun
 from .saga import Saga
 from .status import Role, SagaStatus, StepStatus
 
@@ -76,14 +80,20 @@ class Supervisor:
         return self._runs(self.engine.store.active_ids())
 
     def stuck(self) -> list[StuckSaga]:
-        """Sagas past their attention time or deadline, most overdue first."""
+        """Sagas past their attention time or deadline, or ``needs_attention``.
+
+        Most overdue first; a saga waiting for an operator counts from when it stopped.
+        """
         store = self.engine.store
         now = datetime.now(UTC)
-        ids = list(dict.fromkeys([*store.past_deadline(1000), *store.due(1000)]))
+        attention = store.list_ids(SagaStatus.NEEDS_ATTENTION, limit=1000)
+        ids = list(dict.fromkeys([*store.past_deadline(1000), *store.due(1000), *attention]))
         stuck = []
         for run in self._runs(ids):
             due = store.client.zscore(f"{store.prefix}index:active", run.saga_id)
             since = run.deadline_at if run.deadline_at and run.deadline_at < now else None
+            if run.status is SagaStatus.NEEDS_ATTENTION:
+                since = run.ended_at or run.created_at
             reference = since or (datetime.fromtimestamp(float(due), UTC) if due else now)
             stuck.append(StuckSaga(
                 saga_id=run.saga_id, name=run.name, status=run.status,
@@ -139,6 +149,7 @@ class Supervisor:
         """
         counts: Counter[str] = Counter()
         store = self.engine.store
+        self.engine.wake_parents()
         for saga_id in store.past_deadline(limit):
             error = describe_error(DeadlineExceededError("the saga ran past its deadline",
                                                          saga_id=saga_id), step="")
@@ -159,8 +170,18 @@ class Supervisor:
         return dict(counts)
 
     def resume(self, saga_id: str) -> str:
-        """Drive one unfinished saga on now, whatever its attention time says."""
+        """Drive one unfinished saga on now, whatever its attention time says.
+
+        A ``needs_attention`` saga (a step after its pivot gave up), once an operator fixed
+        the cause, runs again from the steps that failed. Their attempts are kept, so each
+        gets one more attempt, not a new round of retries; resume again if it gives up.
+        """
         store = self.engine.store
+        if store.retry_forward(saga_id):
+            log.warning("[saga %s] resumed past its pivot by an operator", saga_id)
+            run = self.engine.get(saga_id)
+            return self._drive_forward(run, self.engine.definition_of(run.name, saga_id),
+                                       exhausted=False)
         if not store.client.zadd(f"{store.prefix}index:active", {saga_id: 0}, xx=True):
             status = store.status(saga_id)
             if status is None:
@@ -203,7 +224,7 @@ class Supervisor:
         saga = self.engine.saga_of(saga_id)
         store = self.engine.store
         rollback = store.abort(saga_id, reason=reason, error=dict(error),
-                               table=saga.compensation_table())
+                               table=saga.rollback_table())
         if rollback is None:
             return None
         cursor = int(store.client.hget(store.saga_keys(saga_id)[0], "cursor") or -1)
@@ -214,6 +235,14 @@ class Supervisor:
                     ", ".join(rollback.plan) or "nothing")
         try:
             _celery.start_rollback(self.engine, saga, saga_id, rollback)
+            for step in saga.steps:
+                # A child saga still running is stopped too; its end settles the parent's
+                # step.
+                if isinstance(step, SubSaga):
+                    child_id = child_id_of(saga_id, step.name)
+                    if store.status(child_id) is SagaStatus.RUNNING:
+                        self._abort(child_id, reason, error)
+            self.engine.wake_parents()
         finally:
             self.engine.outbox.flush(saga_id)
         return rollback.plan
@@ -228,7 +257,7 @@ class Supervisor:
             run = self.engine.get(saga_id)
         except SagaNotFoundError:
             return "missing"
-        saga = self.engine.registry.get(run.name)
+        saga = self.engine.definition_of(run.name, saga_id)
         log.warning("[saga %s] recovering %s (%s, recovery %s)", saga_id, run.name,
                     run.status.value, reply[2])
         if run.status is SagaStatus.RUNNING:
@@ -237,29 +266,68 @@ class Supervisor:
 
     def _drive_forward(self, run: SagaRun, saga: Saga, exhausted: bool) -> str:
         store = self.engine.store
-        pending = next((s for s in run.steps if s.status is not StepStatus.COMPLETED), None)
+        pending = next((s for s in run.steps if not _done(s)), None)
         if pending is None:
-            return "noop"
+            self.engine.finish(saga, run.saga_id)
+            return "finished"
+        group = saga.group_of(pending.name)
+        if group is not None:
+            records = [run.step(b) for b in group.branch_names()]
+            pending = next((b for b in records if b.status is StepStatus.FAILED), pending)
+        fallback = pending.fallback
+        if fallback is not None and fallback.status is not StepStatus.PENDING:
+            pending = pending.model_copy(update=fallback.model_dump())
+        if pending.status is StepStatus.WAITING:
+            return self._check_child(run.saga_id, pending.name, pending.child)
         if pending.status is not StepStatus.FAILED and not exhausted:
-            start_at = saga.index_of(pending.name)
-            _celery.forward_chain(self.engine, saga, run.saga_id, start_at).apply_async()
+            position = saga.element_index(pending.name)
+            if group is not None:
+                branches = store.open_group(run.saga_id, group, force=True)
+                _celery.send(self.engine, saga, run.saga_id, branches, Role.ACTION)
+            elif fallback is not None and fallback.status is not StepStatus.PENDING:
+                _celery.send(self.engine, saga, run.saga_id, [pending.name], Role.FALLBACK)
+            else:
+                _celery.drive_forward(self.engine, saga, run.saga_id, position)
             return "resumed"
         error = describe_error(RecoveryExhaustedError(
             f"{pending.name} made no progress after {self.engine.max_recoveries} recoveries",
             saga_id=run.saga_id, step=pending.name), step=pending.name)
         if pending.status is not StepStatus.FAILED:
-            store.fail(run.saga_id, Role.ACTION, pending.name, attempt=0, error=error,
+            role = Role.FALLBACK if fallback and fallback.status is not StepStatus.PENDING \
+                else Role.ACTION
+            store.fail(run.saga_id, role, pending.name, attempt=0, error=error,
                        retry_in_s=None)
         rollback = store.fail_saga(run.saga_id, failed_step=pending.name, error=error,
-                                   table=saga.compensation_table())
+                                   table=saga.rollback_table())
         if rollback is not None:
             _celery.start_rollback(self.engine, saga, run.saga_id, rollback)
         return "failed"
 
+    def _check_child(self, saga_id: str, step: str, child_id: str | None) -> str:
+        """A step waits for its child saga: deliver the child's end if it was lost."""
+        store = self.engine.store
+        if child_id is None or store.status(child_id) is None:
+            error = describe_error(RecoveryExhaustedError(
+                f"{step} waits for a child saga that is not recorded", saga_id=saga_id,
+                step=step), step=step)
+            outcome = store.child_ended(saga_id, step, child_status="failed", result=None,
+                                        error=error)
+            self.engine.follow_child_outcome(self.engine.saga_of(saga_id), saga_id, step,
+                                             outcome, error)
+            return "child_missing"
+        return f"child_{self.engine.deliver_child_end(child_id)}"
+
     def _drive_rollback(self, run: SagaRun, exhausted: bool) -> str:
         store = self.engine.store
-        awaited = [s.name for s in run.steps
-                   if s.compensation and s.compensation.status is StepStatus.AWAITING]
+        for step in run.steps:
+            undo = step.compensation
+            if undo is not None and undo.status is StepStatus.WAITING and undo.child:
+                self.engine.deliver_child_end(undo.child)
+            if step.status is StepStatus.WAITING and step.child:
+                self.engine.deliver_child_end(step.child)
+        # An action waiting for its child saga is not lost: the child's end settles it.
+        awaited = [s.name for s in run.steps if s.status is not StepStatus.WAITING
+                   and s.compensation and s.compensation.status is StepStatus.AWAITING]
         for name in awaited:
             store.release_awaited(run.saga_id, name)
         if exhausted and not awaited:
@@ -271,5 +339,12 @@ class Supervisor:
                     step=left[0]), step=left[0])
                 store.fail(run.saga_id, Role.COMPENSATION, left[0], attempt=0, error=error,
                            retry_in_s=None)
-        self.engine.continue_rollback(run.saga_id)
+        self.engine.continue_rollback(run.saga_id, force=True)
         return "rollback_resumed"
+
+
+def _done(step: StepRun) -> bool:
+    """Whether a step completed, by its action or by its fallback."""
+    if step.status is StepStatus.COMPLETED:
+        return True
+    return step.fallback is not None and step.fallback.status is StepStatus.COMPLETED

@@ -1,7 +1,8 @@
 """Order processing, as in Cliffracer's saga document.
 
 Create the order, reserve stock, take payment, schedule shipment, confirm. A failure undoes
-what was done, last first.
+what was done, last first. A payment the balance cannot cover goes to the customer's backup
+card instead (a fallback); a rollback then refunds the card.
 """
 
 from __future__ import annotations
@@ -11,10 +12,16 @@ from decimal import Decimal
 
 from pydantic import BaseModel, Field
 
-from sagaline import NO_RETRY, FromInput, FromStep, RetryPolicy, Saga, Step
+from sagaline import NO_RETRY, Fallback, FromInput, FromStep, RetryPolicy, Saga, Step
+from sagaline.refs import Ref
 from tasks.inventory import release_inventory, reserve_inventory
 from tasks.orders import OrderLine, cancel_order, confirm_order, create_order
-from tasks.payments import process_payment, refund_payment
+from tasks.payments import (
+    charge_backup_card,
+    process_payment,
+    refund_backup_card,
+    refund_payment,
+)
 from tasks.shipping import cancel_shipment, create_shipment
 
 
@@ -28,6 +35,8 @@ class OrderInput(BaseModel):
 
 ORDER_ID = FromStep("create_order", "order_id")
 QUICK_RETRY = RetryPolicy(attempts=3, initial=timedelta(milliseconds=200))
+PAYMENT_ARGS: dict[str, Ref] = {"customer_id": FromInput("customer_id"), "order_id": ORDER_ID,
+                "amount": FromInput("total_amount")}
 
 order_processing = Saga(
     "order_processing",
@@ -43,9 +52,9 @@ order_processing = Saga(
              args={"order_id": ORDER_ID, "items": FromInput("items")},
              retry=NO_RETRY, time_limit=timedelta(seconds=10)),
         Step("process_payment", process_payment, compensation=refund_payment,
-             args={"customer_id": FromInput("customer_id"), "order_id": ORDER_ID,
-                   "amount": FromInput("total_amount")},
-             retry=NO_RETRY, time_limit=timedelta(seconds=30)),
+             args=PAYMENT_ARGS, retry=NO_RETRY, time_limit=timedelta(seconds=30),
+             fallback=Fallback(charge_backup_card, compensation=refund_backup_card,
+                               args=PAYMENT_ARGS, retry=NO_RETRY)),
         Step("create_shipment", create_shipment, compensation=cancel_shipment,
              args={"order_id": ORDER_ID},
              retry=QUICK_RETRY, time_limit=timedelta(seconds=10)),

@@ -1,4 +1,7 @@
-"""Travel booking, as in Cliffracer's example: a flight, a hotel and a car, all or none."""
+"""Travel booking, as in Cliffracer's example: a flight, a hotel and a car, all or none.
+
+Once the flight is booked, the hotel and the car are booked at once (a parallel group).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, Field
 
-from sagaline import NO_RETRY, FromInput, FromStep, Saga, Step
+from sagaline import NO_RETRY, FromInput, FromStep, Parallel, Saga, Step
 from tasks.travel import (
     book_flight,
     book_hotel,
@@ -35,10 +38,13 @@ travel_booking = Saga(
     steps=[
         Step("book_flight", book_flight, compensation=cancel_flight,
              args={"flight_id": FromInput("flight_id"), "traveler": TRAVELER}, retry=NO_RETRY),
-        Step("book_hotel", book_hotel, compensation=cancel_hotel,
-             args={"hotel_id": FromInput("hotel_id"), "traveler": TRAVELER}, retry=NO_RETRY),
-        Step("rent_car", rent_car, compensation=cancel_car,
-             args={"car_id": FromInput("car_id"), "traveler": TRAVELER}, retry=NO_RETRY),
+        Parallel("book_stay", [
+            Step("book_hotel", book_hotel, compensation=cancel_hotel,
+                 args={"hotel_id": FromInput("hotel_id"), "traveler": TRAVELER},
+                 retry=NO_RETRY),
+            Step("rent_car", rent_car, compensation=cancel_car,
+                 args={"car_id": FromInput("car_id"), "traveler": TRAVELER}, retry=NO_RETRY),
+        ], max_concurrency=2),
     ],
     returns={"flight": FromStep("book_flight"), "hotel": FromStep("book_hotel"),
              "car": FromStep("rent_car")},

@@ -88,34 +88,50 @@ def _cancel(ctx: StepContext) -> dict[str, Any]:
 @saga_task("travel.book_flight")
 def book_flight(ctx: StepContext, flight_id: str, traveler: str) -> dict[str, Any]:
     """Hold a seat on the flight."""
-    return _book(ctx, "flight", flight_id, traveler)
+    booking = _book(ctx, "flight", flight_id, traveler)
+    ctx.emit("travel.flight.booked", {"booking_id": booking["booking_id"],
+                                      "resource_id": flight_id})
+    return booking
 
 
 @saga_task("travel.cancel_flight")
 def cancel_flight(ctx: StepContext) -> dict[str, Any]:
     """Give the seat back."""
-    return _cancel(ctx)
+    cancelled = _cancel(ctx)
+    if cancelled["cancelled"]:
+        ctx.emit("travel.flight.cancelled", {"booking_id": cancelled["booking_id"]})
+    return cancelled
 
 
 @saga_task("travel.book_hotel")
 def book_hotel(ctx: StepContext, hotel_id: str, traveler: str) -> dict[str, Any]:
     """Hold a room at the hotel."""
-    return _book(ctx, "hotel", hotel_id, traveler)
+    booking = _book(ctx, "hotel", hotel_id, traveler)
+    ctx.emit("travel.hotel.booked", {"booking_id": booking["booking_id"], "resource_id": hotel_id})
+    return booking
 
 
 @saga_task("travel.cancel_hotel")
 def cancel_hotel(ctx: StepContext) -> dict[str, Any]:
     """Give the room back."""
-    return _cancel(ctx)
+    cancelled = _cancel(ctx)
+    if cancelled["cancelled"]:
+        ctx.emit("travel.hotel.cancelled", {"booking_id": cancelled["booking_id"]})
+    return cancelled
 
 
 @saga_task("travel.rent_car")
 def rent_car(ctx: StepContext, car_id: str, traveler: str) -> dict[str, Any]:
     """Hold a car of the class."""
-    return _book(ctx, "car", car_id, traveler)
+    booking = _book(ctx, "car", car_id, traveler)
+    ctx.emit("travel.car.booked", {"booking_id": booking["booking_id"], "resource_id": car_id})
+    return booking
 
 
 @saga_task("travel.cancel_car")
 def cancel_car(ctx: StepContext) -> dict[str, Any]:
     """Give the car back."""
-    return _cancel(ctx)
+    cancelled = _cancel(ctx)
+    if cancelled["cancelled"]:
+        ctx.emit("travel.car.cancelled", {"booking_id": cancelled["booking_id"]})
+    return cancelled

@@ -14,7 +14,7 @@ from sagaline import Role, Sagaline, SagaRun, SagaStatus, StepStatus
 from tasks.db import database
 from tasks.inventory import Product, Reservation
 from tasks.orders import Customer, Order
-from tasks.payments import Account, Payment
+from tasks.payments import Account, BackupCard, BackupCharge, Payment
 from tasks.shipping import Shipment
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -25,15 +25,30 @@ UNDO = {"create_order": "cancel_order", "reserve_inventory": "release_inventory"
         "process_payment": "refund_payment", "create_shipment": "cancel_shipment"}
 
 
-def fresh_shop(stock: int = 10, balance_cents: int = 50_000) -> tuple[str, str]:
-    """A customer and a product of this test's own, so tests never share rows."""
+def fresh_shop(stock: int = 10, balance_cents: int = 50_000,
+               backup_cents: int | None = None) -> tuple[str, str]:
+    """A customer and a product of this test's own, so tests never share rows; the
+    customer has a backup card only when ``backup_cents`` is given.
+    """
     suffix = uuid.uuid4().hex[:8]
     customer, product = f"CUST-{suffix}", f"PROD-{suffix}"
     with database.session() as session:
         session.add(Customer(id=customer, name="Test Customer"))
         session.add(Account(customer_id=customer, balance_cents=balance_cents))
         session.add(Product(id=product, stock=stock))
+        if backup_cents is not None:
+            session.add(BackupCard(customer_id=customer, available_cents=backup_cents))
     return customer, product
+
+
+def backup_card(customer: str) -> dict[str, Any]:
+    with database.session() as session:
+        return {
+            "available": session.get(BackupCard, customer).available_cents,  # type: ignore[union-attr]
+            "charges": [c.status for c in session.scalars(
+                select(BackupCharge).where(BackupCharge.customer_id == customer)
+                .order_by(BackupCharge.id))],
+        }
 
 
 def order(customer: str, product: str, quantity: int = 2, total: str = "99.99") -> dict[str, Any]:
@@ -232,3 +247,58 @@ def test_fifty_concurrent_orders_all_end_and_the_books_balance(engine: Sagaline)
         held = session.scalar(select(func.sum(Reservation.quantity)).where(
             Reservation.product_id == product, Reservation.released.is_(False)))
     assert held == 2 * completed
+
+
+def test_a_payment_over_the_balance_goes_through_the_backup_card(engine: Sagaline) -> None:
+    """50.00 on the account, 200.00 on the backup card, an order of 150.00: the payment
+    fails, its fallback charges the backup card, and the order completes.
+    """
+    customer, product = fresh_shop(balance_cents=5_000, backup_cents=20_000)
+
+    run = engine.start("order_processing", order(customer, product, 1, "150.00")).wait(30)
+
+    assert run.status is SagaStatus.COMPLETED
+    payment = run.step("process_payment")
+    assert payment.status is StepStatus.FAILED
+    assert payment.error is not None and payment.error.details["balance_cents"] == 5_000
+    assert payment.fallback is not None
+    assert payment.fallback.status is StepStatus.COMPLETED
+    assert payment.fallback.task == "payments.charge_backup_card"
+    assert run.result["payment_id"] == payment.fallback.result["payment_id"]
+    assert rows(customer, product)["balance"] == 5_000
+    assert rows(customer, product)["payments"] == []
+    assert backup_card(customer) == {"available": 5_000, "charges": ["captured"]}
+
+
+def test_a_later_failure_refunds_the_backup_card_not_the_account(engine: Sagaline) -> None:
+    """The backup card paid, then shipping fails for good: the rollback refunds the backup
+    card (the fallback's own compensation), then releases stock and cancels the order.
+    """
+    customer, product = fresh_shop(balance_cents=5_000, backup_cents=20_000)
+    engine.store.inject_fault("order_processing", "create_shipment", message="no courier")
+
+    run = engine.start("order_processing", order(customer, product, 1, "150.00")).wait(30)
+
+    assert run.status is SagaStatus.COMPENSATED
+    assert run.compensations == ["refund_backup_card", "release_inventory", "cancel_order"]
+    assert backup_card(customer) == {"available": 20_000, "charges": ["refunded"]}
+    assert rows(customer, product) == {"stock": 10, "balance": 5_000, "orders": ["cancelled"],
+                                       "payments": [], "reservations": [True]}
+
+
+def test_a_payment_above_the_balance_and_the_backup_card_fails_as_before(
+    engine: Sagaline,
+) -> None:
+    customer, product = fresh_shop(balance_cents=5_000, backup_cents=20_000)
+
+    run = engine.start("order_processing", order(customer, product, 1, "250.00")).wait(30)
+
+    assert run.status is SagaStatus.COMPENSATED
+    assert run.failed_step == "process_payment"
+    assert run.compensations == ["release_inventory", "cancel_order"]
+    fallback = run.step("process_payment").fallback
+    assert fallback is not None and fallback.error is not None
+    assert fallback.error.message.endswith("the backup card allows 200.00")
+    assert backup_card(customer) == {"available": 20_000, "charges": []}
+    assert rows(customer, product)["balance"] == 5_000
+

@@ -15,6 +15,7 @@ EXPECTED = {
     # events
     "Event", "EventBus", "EventType", "Subscription", "Taxonomy", "event_name", "subscriber",
     "EventError", "InvalidEventError", "PublishError", "SagasDisabledError", "TaxonomyError",
+    "Fallback", "Parallel", "SubSaga", "SagaBuilder", "add_steps",
 }
 
 

@@ -60,6 +60,9 @@ local function conclude(old, final, at, extra)
   local entry = {at = at, event = 'saga.' .. final}
   if extra then for k, v in pairs(extra) do entry[k] = v end end
   log(entry)
+  -- A child saga's end continues its parent: whoever drains this list delivers it.
+  local parent = redis.call('HGET', SAGA, 'parent_id')
+  if parent and parent ~= '' then redis.call('RPUSH', P .. 'children_done', ID) end
   if RETENTION_S > 0 then
     redis.call('EXPIRE', SAGA, RETENTION_S)
     redis.call('EXPIRE', STEPS, RETENTION_S)
@@ -92,32 +95,97 @@ local function maybe_conclude_compensation(at)
   return true
 end
 
--- Turn a running saga to compensating and plan the rollback: completed steps with a
--- compensation, last first, and a step still in flight (its action running) awaited first,
--- since it may complete after all. steps_json is [[name, has_compensation], ...].
+-- Plan the rollback of a saga turning to compensating: completed steps with a compensation,
+-- last first, and a step still in flight (its action running) awaited, since it may
+-- complete after all. Branches of one group form one stage, whose compensations run in
+-- parallel; every other step is a stage of its own. A step whose fallback ran is undone by
+-- the fallback's compensation (its 'via' is 'fallback'). steps_json holds, in forward order,
+-- [name, has_compensation, group ('' none), fallback ('' none, 'undo', 'keep'), pivot].
 local function plan_rollback(steps_json, at)
   local steps = cjson.decode(steps_json)
-  local plan = {}
+  local plan, stages = {}, {}
   local awaiting = '0'
+  local last_group = ''
   for i = #steps, 1, -1 do
     local name, has_compensation = steps[i][1], steps[i][2]
+    local group, fallback = steps[i][3] or '', steps[i][4] or ''
     local st = redis.call('HGET', STEPS, 'action:' .. name .. ':status')
-    local f = 'compensation:' .. name .. ':status'
+    local via = 'action'
+    if fallback ~= '' and st == 'failed' then
+      via = 'fallback'
+      st = redis.call('HGET', STEPS, 'fallback:' .. name .. ':status')
+      has_compensation = fallback == 'undo'
+    end
+    local f = 'compensation:' .. name .. ':'
+    if st == 'waiting' then st = 'running' end  -- its child saga still runs
     if st == 'completed' or st == 'running' then
       if has_compensation then
         table.insert(plan, name)
-        if st == 'completed' then
-          redis.call('HSET', STEPS, f, 'pending')
+        if group ~= '' and group == last_group then
+          table.insert(stages[#stages], name)
         else
-          redis.call('HSET', STEPS, f, 'awaiting')
+          table.insert(stages, {name})
+        end
+        last_group = group
+        if st == 'completed' then
+          redis.call('HSET', STEPS, f .. 'status', 'pending')
+        else
+          redis.call('HSET', STEPS, f .. 'status', 'awaiting')
           awaiting = '1'
         end
+        if via == 'fallback' then redis.call('HSET', STEPS, f .. 'via', 'fallback') end
       elseif st == 'completed' then
         log({at = at, event = 'compensation.skipped', step = name,
              reason = 'the step declares no compensation'})
       end
     end
   end
-  redis.call('HSET', SAGA, 'compensation_plan', encode_list(plan), 'waiting_on', '')
+  local encoded = '[]'
+  if #stages > 0 then encoded = cjson.encode(stages) end
+  redis.call('HSET', SAGA, 'compensation_plan', encode_list(plan), 'compensation_stages',
+             encoded, 'waiting_on', '')
   return plan, awaiting
+end
+
+-- The pivot of steps_json (as plan_rollback reads it) that completed or is running, if any:
+-- past it, the saga cannot be rolled back.
+local function pivot_passed(steps_json)
+  for _, row in ipairs(cjson.decode(steps_json)) do
+    if row[5] == true then
+      local st = redis.call('HGET', STEPS, 'action:' .. row[1] .. ':status')
+      if st == 'completed' or st == 'running' then return row[1] end
+    end
+  end
+  return nil
+end
+
+-- What a group may start now. spec: {name, branches, limit (0: no bound)}. Pending branches
+-- are marked queued while fewer than limit are in flight (queued, running or retrying);
+-- with force, the branches in flight are returned too (the recovery sweep re-sends them).
+-- Returns the branches to enqueue, and whether every branch completed.
+local function fill_group(spec, force, at)
+  local done, inflight, failed = 0, 0, false
+  local pending, out = {}, {}
+  for _, b in ipairs(spec.branches) do
+    local st = redis.call('HGET', STEPS, 'action:' .. b .. ':status')
+    if st == 'completed' then
+      done = done + 1
+    elseif not st or st == 'pending' then
+      table.insert(pending, b)
+    elseif st == 'failed' then
+      failed = true
+    else
+      inflight = inflight + 1
+      if force then table.insert(out, b) end
+    end
+  end
+  if failed then return {}, false end
+  local free = #pending
+  if spec.limit > 0 then free = math.min(free, spec.limit - inflight) end
+  for i = 1, free do
+    redis.call('HSET', STEPS, 'action:' .. pending[i] .. ':status', 'queued')
+    log({at = at, event = 'action.queued', step = pending[i], group = spec.name})
+    table.insert(out, pending[i])
+  end
+  return out, done == #spec.branches
 end

@@ -6,6 +6,8 @@
 local reason, error_json = ARGV[5], ARGV[6]
 local status = redis.call('HGET', SAGA, 'status')
 if status ~= 'running' then return {'noop', status or 'missing'} end
+-- Past a pivot there is no undoing: the saga goes on forward.
+if pivot_passed(ARGV[7]) then return {'noop', 'past_pivot'} end
 local now = now_s()
 local intent = 'compensated'
 if reason == 'cancelled' then intent = 'cancelled' end

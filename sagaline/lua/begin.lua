@@ -1,10 +1,12 @@
--- Claim one attempt of a step's action or compensation.
+-- Claim one attempt of a step's action, fallback or compensation.
 -- ARGV[5..]: role, step, index, lease_s, needed_json (steps whose results to return),
 -- faults ('1' to honour injected faults).
 -- Returns one of:
---   {'run', attempt, inputs_json, correlation_id, fault, started, result_json...}  run it
---       now; when fault is not '', an injected fault says this attempt must fail with that
---       message; started is the position and JSON of the 'started' log entry
+--   {'run', attempt, inputs_json, correlation_id, fault, parent_id, started,
+--       result_json...}  run it now; when fault is not '', an injected fault says this
+--       attempt must fail with that message; parent_id is the parent saga's id for a child
+--       saga ('' otherwise); started is the position and JSON of the 'started' log entry
+--   {'waiting'}  it waits for its child saga to end
 --   {'completed', result_json, cursor}  it completed before: a redelivered message
 --   {'busy', seconds_left}   another attempt holds a live lease
 --   {'inactive', saga_status}  the saga is not in a state where this may run
@@ -15,7 +17,7 @@ local index, lease_s = tonumber(ARGV[7]), tonumber(ARGV[8])
 local status = redis.call('HGET', SAGA, 'status')
 if not status then return {'missing'} end
 local want = 'compensating'
-if role == 'action' then want = 'running' end
+if role ~= 'compensation' then want = 'running' end
 local f = role .. ':' .. step .. ':'
 local st = redis.call('HGET', STEPS, f .. 'status')
 local now = now_s()
@@ -36,6 +38,10 @@ if st == 'failed' or st == 'skipped' then
   duplicate('it ended before')
   return {'failed'}
 end
+if st == 'waiting' then
+  duplicate('it waits for its child saga')
+  return {'waiting'}
+end
 if st == 'awaiting' then
   duplicate('its action is still in flight')
   return {'busy', '1'}
@@ -53,7 +59,7 @@ if attempt == 1 then redis.call('HSET', STEPS, f .. 'started_at', fmt(now)) end
 local times = redis.call('HGET', STEPS, f .. 'attempt_times')
 if times then times = times .. ',' .. fmt(now) else times = fmt(now) end
 redis.call('HSET', STEPS, f .. 'attempt_times', times)
-if role == 'action' then
+if role ~= 'compensation' then
   local cursor = tonumber(redis.call('HGET', SAGA, 'cursor') or '-1')
   if index > cursor then redis.call('HSET', SAGA, 'cursor', index) end
   redis.call('HSET', SAGA, 'current_step', step)
@@ -80,8 +86,10 @@ end
 local started = redis.call('LLEN', LOG) - 1
 local out = {'run', attempt, redis.call('HGET', SAGA, 'inputs'),
              redis.call('HGET', SAGA, 'correlation_id') or '', fault,
+             redis.call('HGET', SAGA, 'parent_id') or '',
              started .. ' ' .. redis.call('LINDEX', LOG, started)}
 for _, name in ipairs(decode_list(ARGV[9])) do
-  table.insert(out, redis.call('HGET', STEPS, 'action:' .. name .. ':result') or 'null')
+  table.insert(out, redis.call('HGET', STEPS, 'action:' .. name .. ':result')
+                    or redis.call('HGET', STEPS, 'fallback:' .. name .. ':result') or 'null')
 end
 return out

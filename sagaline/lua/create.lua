@@ -1,5 +1,6 @@
 -- Record a new saga. ARGV[5..]: name, correlation_id, causation_id, inputs_json, plan_json,
--- deadline_at ('' for none). Returns 1, or 0 when a saga with this id exists already.
+-- deadline_at ('' for none), parent_id and parent_step ('' unless it is a child saga),
+-- definition_json (a saga assembled at runtime; '' for a declared one). Returns 1, or 0 when a saga with this id exists already.
 if redis.call('EXISTS', SAGA) == 1 then return 0 end
 local now = now_s()
 local cid = ARGV[6]
@@ -11,6 +12,10 @@ redis.call('ZADD', P .. 'index:all', now, ID)
 redis.call('ZADD', P .. 'index:status:running', now, ID)
 redis.call('SADD', P .. 'index:correlation:' .. cid, ID)
 redis.call('PERSIST', P .. 'index:correlation:' .. cid)
+if ARGV[13] and ARGV[13] ~= '' then redis.call('HSET', SAGA, 'definition', ARGV[13]) end
+if ARGV[11] and ARGV[11] ~= '' then
+  redis.call('HSET', SAGA, 'parent_id', ARGV[11], 'parent_step', ARGV[12])
+end
 if ARGV[10] ~= '' then
   redis.call('HSET', SAGA, 'deadline_at', ARGV[10])
   redis.call('ZADD', P .. 'index:deadline', tonumber(ARGV[10]), ID)

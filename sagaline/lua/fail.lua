@@ -1,6 +1,9 @@
 -- Record that an attempt of a step's action or compensation failed.
 -- ARGV[5..]: role, step, attempt (0: whichever attempt is current), error_json, retry_in_s
--- ('' when it will not be retried).
+-- ('' when it will not be retried), fallback ('1' when the step's fallback is tried once
+-- its action gives up).
+-- Returns 'fallback' when the action gave up and the fallback is now due (the caller
+-- enqueues it); otherwise as below.
 -- Returns 'ok'; 'stale' (the attempt is no longer the current one, or already final); or
 -- 'late' (an action that was in flight when its saga turned to compensating: it is not
 -- retried, nothing of it is undone, and the caller must enqueue the compensations left).
@@ -17,10 +20,10 @@ local now = now_s()
 local error = cjson.decode(error_json)
 local status = redis.call('HGET', SAGA, 'status')
 redis.call('HDEL', STEPS, f .. 'lease_until')
-if role == 'action' and status ~= 'running' then
+if role ~= 'compensation' and status ~= 'running' then
   redis.call('HSET', STEPS, f .. 'status', 'failed', f .. 'error', error_json,
              f .. 'ended_at', fmt(now))
-  log({at = now, event = 'action.failed', step = step, attempt = attempt, error = error})
+  log({at = now, event = role .. '.failed', step = step, attempt = attempt, error = error})
   local c = 'compensation:' .. step .. ':status'
   if redis.call('HGET', STEPS, c) == 'awaiting' then
     redis.call('HSET', STEPS, c, 'skipped')
@@ -41,6 +44,13 @@ end
 redis.call('HSET', STEPS, f .. 'status', 'failed', f .. 'error', error_json,
            f .. 'ended_at', fmt(now))
 log({at = now, event = role .. '.failed', step = step, attempt = attempt, error = error})
+if role == 'action' and ARGV[10] == '1' then
+  redis.call('HSET', STEPS, 'fallback:' .. step .. ':status', 'queued')
+  redis.call('HSET', SAGA, 'waiting_on', 'fallback:' .. step)
+  log({at = now, event = 'fallback.due', step = step})
+  attention(now + HANDOFF_S)
+  return 'fallback'
+end
 if role == 'compensation' then
   local attempts = tonumber(redis.call('HGET', STEPS, f .. 'attempts') or '0')
   redis.call('HSET', P .. 'dead_letters', ID .. ':' .. step, cjson.encode({

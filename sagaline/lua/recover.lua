@@ -14,6 +14,12 @@ end
 local due = tonumber(redis.call('ZSCORE', ACTIVE, ID) or '0')
 if due > now then return {'not_due'} end
 local waiting = redis.call('HGET', SAGA, 'waiting_on') or ''
+if waiting ~= '' and redis.call('HGET', STEPS, waiting .. ':status') == 'waiting' then
+  -- It waits for its child saga: look again later, without counting it as a recovery (the
+  -- caller checks that the child's end was not lost).
+  attention(now + HANDOFF_S)
+  return {'recover', status, '0', '0'}
+end
 if waiting ~= '' then
   local lease = tonumber(redis.call('HGET', STEPS, waiting .. ':lease_until') or '0')
   if redis.call('HGET', STEPS, waiting .. ':status') == 'running' and lease > now then

@@ -6,9 +6,33 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from sagaline import NO_RETRY, Const, FromInput, RetryPolicy, Saga, Step
+from sagaline import (
+    NO_RETRY,
+    Const,
+    Fallback,
+    FromInput,
+    FromStep,
+    Parallel,
+    RetryPolicy,
+    Saga,
+    Step,
+    SubSaga,
+)
 
-from .steps import fail, fail_undo, outgoing_headers, sleep, slow_undo, succeed, undo, work
+from .steps import (
+    backup,
+    echo,
+    fail,
+    fail_undo,
+    outgoing_headers,
+    plan_steps,
+    sleep,
+    slow_undo,
+    succeed,
+    undo,
+    undo_backup,
+    work,
+)
 
 
 class Tagged(BaseModel):
@@ -103,5 +127,148 @@ with_headers = Saga(
     steps=[Step("call_outside", outgoing_headers, args=TAG)],
 )
 
+fan_out = Saga(
+    "t_fan_out",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=undo, args=TAG),
+        Step("second", succeed, compensation=undo, args=TAG),
+        Parallel("fan", [
+            Step(f"b{i}", fail if i == 3 else succeed, compensation=undo, args=TAG,
+                 retry=NO_RETRY)
+            for i in range(1, 6)
+        ]),
+        Step("after", succeed, compensation=undo, args=TAG),
+    ],
+)
+
+SLOW_UNDO = {**TAG, "seconds": Const(2)}
+
+fan_out_slow_undo = Saga(
+    "t_fan_out_slow_undo",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=undo, args=TAG),
+        Parallel("fan", [
+            Step("b1", succeed, compensation=slow_undo, args=TAG, compensation_args=SLOW_UNDO),
+            Step("b2", succeed, compensation=slow_undo, args=TAG, compensation_args=SLOW_UNDO),
+            Step("b3", succeed, compensation=slow_undo, args=TAG, compensation_args=SLOW_UNDO),
+        ]),
+        Step("last", fail, args=TAG, retry=NO_RETRY),
+    ],
+)
+
+slow_branches = Saga(
+    "t_slow_branches",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=undo, args=TAG),
+        Parallel("fan", [
+            Step("s1", sleep, compensation=undo, args={**TAG, "seconds": Const(1.5)},
+                 compensation_args=TAG),
+            Step("s2", sleep, compensation=undo, args={**TAG, "seconds": Const(1.5)},
+                 compensation_args=TAG),
+        ]),
+        Step("after", succeed, compensation=undo, args=TAG),
+    ],
+)
+
+bounded = Saga(
+    "t_bounded",
+    inputs=Tagged,
+    steps=[
+        Parallel("fan", [
+            Step(f"p{i}", sleep, args={**TAG, "seconds": Const(2)}) for i in range(1, 6)
+        ], max_concurrency=2),
+        Step("use", echo, args={**TAG, "value": FromStep("p4", "slept")}),
+    ],
+    returns={"use": FromStep("use"), "p1": FromStep("p1")},
+)
+
+ends_in_group = Saga(
+    "t_ends_in_group",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=undo, args=TAG),
+        Parallel("fan", [Step("x", succeed, args=TAG), Step("y", succeed, args=TAG)]),
+    ],
+)
+
+with_fallback = Saga(
+    "t_with_fallback",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=undo, args=TAG),
+        Step("pay", fail, compensation=undo, args=TAG, retry=NO_RETRY,
+             fallback=Fallback(backup, compensation=undo_backup, args=TAG)),
+        Step("later", echo, compensation=undo, args={**TAG, "value": FromStep("pay", "via")},
+             retry=NO_RETRY),
+    ],
+)
+
+with_pivot = Saga(
+    "t_with_pivot",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=undo, args=TAG),
+        Step("send_email", succeed, args=TAG, pivot=True),
+        Step("after", succeed, compensation=undo, args=TAG,
+             retry=RetryPolicy(attempts=3, initial=timedelta(milliseconds=50))),
+    ],
+)
+
+child = Saga(
+    "t_child",
+    inputs=Tagged,
+    steps=[
+        Step("c1", succeed, compensation=undo, args=TAG),
+        Step("c2", succeed, compensation=undo, args=TAG, retry=NO_RETRY),
+    ],
+)
+
+parent = Saga(
+    "t_parent",
+    inputs=Tagged,
+    steps=[
+        Step("p1", succeed, compensation=undo, args=TAG),
+        SubSaga("child", child, inputs=TAG),
+        Step("p3", echo, compensation=undo, args={**TAG, "value": FromStep("child", "step")},
+             retry=NO_RETRY),
+    ],
+)
+
+slow_child = Saga(
+    "t_slow_child",
+    inputs=Tagged,
+    steps=[
+        Step("c1", succeed, compensation=undo, args=TAG),
+        Step("long", work, compensation=undo, args={**TAG, "seconds": Const(10)},
+             compensation_args=TAG),
+    ],
+)
+
+parent_of_slow = Saga(
+    "t_parent_of_slow",
+    inputs=Tagged,
+    steps=[
+        Step("p1", succeed, compensation=undo, args=TAG),
+        SubSaga("child", slow_child, inputs=TAG),
+        Step("p3", succeed, compensation=undo, args=TAG),
+    ],
+)
+
+dynamic = Saga(
+    "t_dynamic",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=undo, args=TAG),
+        Step("plan", plan_steps, args={**TAG, "seconds": Const(2)},
+             adds=[succeed, undo, sleep]),
+        Step("last", succeed, compensation=undo, args=TAG, retry=NO_RETRY),
+    ],
+)
+
 TEST_SAGAS = [with_headers, long_step, undo_fails, too_slow, slow_start, cancellable,
-              not_cooperative, slow_rollback, with_deadline]
+              not_cooperative, slow_rollback, with_deadline, fan_out, fan_out_slow_undo,
+              bounded, ends_in_group, with_fallback, with_pivot, child, parent, dynamic,
+              slow_branches, slow_child, parent_of_slow]

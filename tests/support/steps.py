@@ -8,7 +8,15 @@ from typing import Any
 
 import redis
 
-from sagaline import NonRetryableError, StepContext, saga_task
+from sagaline import (
+    Const,
+    FromInput,
+    NonRetryableError,
+    Step,
+    StepContext,
+    add_steps,
+    saga_task,
+)
 
 
 def _redis() -> redis.Redis:
@@ -92,6 +100,40 @@ def slow_undo(ctx: StepContext, tag: str, seconds: float) -> dict[str, Any]:
     time.sleep(seconds)
     note(tag, f"{ctx.step}:undo:end")
     return {"undone": ctx.step}
+
+
+@saga_task("testing.echo")
+def echo(ctx: StepContext, tag: str, value: Any) -> dict[str, Any]:
+    """Note the call and return what it was given (a later step reading a result)."""
+    note(tag, f"{ctx.step}:{ctx.role.value}")
+    return {"echo": value}
+
+
+@saga_task("testing.backup")
+def backup(ctx: StepContext, tag: str) -> dict[str, Any]:
+    """A fallback: note the call and succeed another way."""
+    note(tag, f"{ctx.step}:fallback")
+    return {"via": "backup", "key": ctx.idempotency_key}
+
+
+@saga_task("testing.undo_backup")
+def undo_backup(ctx: StepContext, tag: str) -> dict[str, Any]:
+    """The fallback's own compensation: note it, and what it undoes."""
+    note(tag, f"{ctx.step}:undo_backup")
+    return {"undone": ctx.action_key}
+
+
+@saga_task("testing.plan_steps")
+def plan_steps(ctx: StepContext, tag: str, seconds: float) -> dict[str, Any]:
+    """Note the call and add two steps after this one: a quick one, then a slow one."""
+    note(tag, f"{ctx.step}:{ctx.role.value}")
+    return add_steps(
+        {"planned": 2},
+        Step("dyn_1", succeed, compensation=undo, args={"tag": FromInput("tag")}),
+        Step("dyn_2", sleep, compensation=undo,
+             args={"tag": FromInput("tag"), "seconds": Const(seconds)},
+             compensation_args={"tag": FromInput("tag")}),
+    )
 
 
 @saga_task("testing.outgoing_headers")
