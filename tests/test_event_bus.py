@@ -34,6 +34,9 @@ FAILING_AT_PAYMENT = [
     ("saga.step.started", "reserve_inventory"), ("inventory.stock.reserved", None),
     ("saga.step.completed", "reserve_inventory"),
     ("saga.step.started", "process_payment"), ("saga.step.failed", "process_payment"),
+    # the backup card is tried (this customer has none), then the saga fails
+    ("saga.fallback.scheduled", "process_payment"), ("saga.fallback.started", "process_payment"),
+    ("saga.fallback.failed", "process_payment"),
     ("saga.failed", "process_payment"),
     ("saga.compensation.started", "reserve_inventory"), ("inventory.stock.released", None),
     ("saga.compensation.completed", "reserve_inventory"),
@@ -94,9 +97,9 @@ def test_failing_order_publishes_every_event_in_order_with_one_flow_and_causes(
     by_name = {e.name: e for e in events}
     started = by_name["saga.started"]
     failure = by_name["saga.failed"]
-    step_events = [e for e in events if e.name.startswith("saga.step.")]
+    step_events = [e for e in events if e.name.startswith(("saga.step.", "saga.fallback."))]
     assert all(e.causation_id == started.id for e in step_events)
-    assert ids[failure.causation_id or ""].name == "saga.step.failed"
+    assert ids[failure.causation_id or ""].name == "saga.fallback.failed"
     compensations = [e for e in events if e.name.startswith("saga.compensation.")]
     assert all(e.causation_id == failure.id for e in compensations)
     assert by_name["saga.compensated"].causation_id == failure.id
@@ -117,7 +120,7 @@ def test_trace_prints_the_causal_tree_of_the_flow(engine: Sagaline) -> None:
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert f"flow {cid}" in lines[0] and "17 events" in lines[0]
+    assert f"flow {cid}" in lines[0] and "20 events" in lines[0]
 
     def depth(name: str, nth: int = 0) -> int:
         found = [line for line in lines if f"  {name}  " in line]
@@ -126,7 +129,7 @@ def test_trace_prints_the_causal_tree_of_the_flow(engine: Sagaline) -> None:
     assert depth("saga.step.started") > depth("saga.started")
     assert depth("orders.order.created") > depth("saga.step.started")
     assert depth("saga.compensation.started") > depth("saga.failed") > depth(
-        "saga.step.failed")
+        "saga.fallback.failed")
     assert any("step=process_payment" in line and "saga.step.failed" in line for line in lines)
     unknown = subprocess.run(
         [sys.executable, "-m", "sagaline.cli", "--app", "tests.support.app", "trace",
