@@ -14,11 +14,16 @@ Everything that knows Celery's canvas lives here; the rest of the engine is plai
   compensations of the completed steps, in reverse, as a chain with its own errback.
 - A compensation that fails for good raises; :func:`on_compensation_failed` records it and
   enqueues the compensations still left, so one failure never stops the others.
+- Every message carries the saga id, correlation id and the saga's trace context as task
+  headers (:func:`saga_headers`); a task and an errback run within that saga's
+  :func:`~sagaline.telemetry.scope`, so log lines and spans carry them. A saga task returns
+  nothing to Celery: results live in Redis, and Celery would log them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -27,6 +32,7 @@ from celery.canvas import Signature
 from celery.exceptions import Ignore, Reject
 from pydantic import ConfigDict, validate_call
 
+from . import telemetry
 from ._runtime import (
     Envelope,
     RetryIn,
@@ -52,6 +58,10 @@ HARD_LIMIT_GRACE_S = 10.0
 STEP_FAILED_TASK = "sagaline.step_failed"
 COMPENSATION_FAILED_TASK = "sagaline.compensation_failed"
 RECOVER_TASK = "sagaline.recover"
+#: The task headers every step message carries.
+SAGA_ID_HEADER = "saga_id"
+CORRELATION_HEADER = "correlation_id"
+TRACE_HEADER = "saga_traceparent"
 
 
 class SagaCeleryTask(Task):  # type: ignore[misc]
@@ -72,7 +82,9 @@ class SagaCeleryTask(Task):  # type: ignore[misc]
             return self.run(*args, **kwargs)
         envelope = Envelope.from_message(raw)
         try:
-            return self.engine.runtime.execute(envelope, self.validated)
+            with _scope_of(envelope, self.request):
+                self.engine.runtime.execute(envelope, self.validated)
+            return None
         except RetryIn as again:
             raise self.retry(countdown=again.delay_s, exc=again.cause, max_retries=None) from None
         except Skip as skip:
@@ -137,12 +149,23 @@ def _envelope_of(request: Any) -> Envelope | None:
     return Envelope.from_message(raw) if raw else None
 
 
+def _scope_of(envelope: Envelope, request: Any) -> Any:
+    """The telemetry scope of a message, from its headers."""
+    return telemetry.scope(envelope.saga_id, str(getattr(request, CORRELATION_HEADER, "") or ""),
+                           str(getattr(request, TRACE_HEADER, "") or ""))
+
+
 def on_step_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
     """The forward chain's errback: start the rollback, exactly once per saga."""
     envelope = _envelope_of(request)
     if envelope is None:
         log.error("step errback called for a message without a saga envelope: %r", request)
         return
+    with _scope_of(envelope, request):
+        _fail_forward(engine, envelope, exc)
+
+
+def _fail_forward(engine: Sagaline, envelope: Envelope, exc: BaseException) -> None:
     saga = engine.registry.get(envelope.saga)
     error = describe_error(exc, step=envelope.step)
     rollback = engine.store.fail_saga(
@@ -162,6 +185,11 @@ def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -
     if envelope is None:
         log.error("compensation errback called without a saga envelope: %r", request)
         return
+    with _scope_of(envelope, request):
+        _fail_compensation(engine, envelope, exc)
+
+
+def _fail_compensation(engine: Sagaline, envelope: Envelope, exc: BaseException) -> None:
     engine.store.fail(
         envelope.saga_id, Role.COMPENSATION, envelope.step, attempt=0,
         error=describe_error(exc, step=envelope.step), retry_in_s=None,
@@ -171,8 +199,15 @@ def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -
     engine.continue_rollback(envelope.saga_id)
 
 
+def saga_headers(engine: Sagaline, saga_id: str) -> dict[str, str]:
+    """The task headers of a recorded saga's messages (one read of its record)."""
+    correlation_id, traceparent = engine.store.correlation_of(saga_id)
+    return {SAGA_ID_HEADER: saga_id, CORRELATION_HEADER: correlation_id,
+            TRACE_HEADER: traceparent}
+
+
 def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,
-                   role: Role) -> Signature:
+                   role: Role, headers: Mapping[str, str]) -> Signature:
     """The immutable signature of one step's action or compensation."""
     step = saga.step(step_name)
     definition = step.action if role is Role.ACTION else step.compensation
@@ -185,6 +220,7 @@ def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,
         "task_id": f"{saga_id}-{step_name}" + ("-undo" if role is Role.COMPENSATION else ""),
         "soft_time_limit": limit,
         "time_limit": limit + HARD_LIMIT_GRACE_S,
+        "headers": dict(headers),
     }
     queue = step.queue or definition.queue
     if queue:
@@ -193,9 +229,14 @@ def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,
     return signature
 
 
-def forward_chain(engine: Sagaline, saga: Saga, saga_id: str, start_at: int = 0) -> Signature:
-    """The saga's forward path from step ``start_at``: in order, one errback for the chain."""
-    steps = [step_signature(engine, saga, saga_id, s.name, Role.ACTION)
+def forward_chain(engine: Sagaline, saga: Saga, saga_id: str, start_at: int = 0,
+                  headers: Mapping[str, str] | None = None) -> Signature:
+    """The saga's forward path from step ``start_at``: in order, one errback for the chain.
+
+    ``headers`` default to the recorded saga's (:func:`saga_headers`).
+    """
+    headers = saga_headers(engine, saga_id) if headers is None else headers
+    steps = [step_signature(engine, saga, saga_id, s.name, Role.ACTION, headers)
              for s in saga.steps[start_at:]]
     errback = engine.app.tasks[STEP_FAILED_TASK].s()
     signature: Signature = chain(*steps).on_error(errback)
@@ -204,7 +245,9 @@ def forward_chain(engine: Sagaline, saga: Saga, saga_id: str, start_at: int = 0)
 
 def compensation_chain(engine: Sagaline, saga: Saga, saga_id: str, plan: list[str]) -> Signature:
     """The rollback: the given compensations in the given order, with their errback."""
-    steps = [step_signature(engine, saga, saga_id, name, Role.COMPENSATION) for name in plan]
+    headers = saga_headers(engine, saga_id)
+    steps = [step_signature(engine, saga, saga_id, name, Role.COMPENSATION, headers)
+             for name in plan]
     errback = engine.app.tasks[COMPENSATION_FAILED_TASK].s()
     signature: Signature = chain(*steps).on_error(errback)
     return signature

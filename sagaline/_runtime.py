@@ -11,6 +11,7 @@ This is the engine's algorithm for a single message, in plain Python: the Celery
    again), its recorded result is returned and the action does not run again.
 2. Resolve the arguments from the recorded inputs and earlier results, and build the
    :class:`StepContext` (saga id, step, attempt, correlation id, idempotency key).
+   Telemetry hears of the attempt's start, and of its stop or exception.
 3. Run the function while a heartbeat renews the attempt's lease. On success record the
    result; the last forward step also records the saga's result and completes it, and the
    last compensation concludes the rollback. An action that completes after its saga was
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from . import _json
+from . import _json, telemetry
 from ._heartbeat import Heartbeat
 from .context import StepContext
 from .errors import InjectedFaultError, StepTimeoutError
@@ -101,6 +102,19 @@ def time_limit_s(saga: Saga, step: Step) -> float:
     return limit.total_seconds()
 
 
+def _operation_span(envelope: Envelope, saga: Saga, index: int, attempt: int,
+                    correlation_id: str) -> telemetry.OperationSpan:
+    """Tell telemetry an attempt starts; the span then reports its stop or exception."""
+    scope = telemetry.current_scope()
+    return telemetry.OperationSpan(("sagaline", "step" if envelope.role is Role.ACTION
+                                    else "compensation"), {
+        "saga": saga.name, "saga_id": envelope.saga_id, "correlation_id": correlation_id,
+        "step": envelope.step, "role": envelope.role.value, "position": index + 1,
+        "total": len(saga.steps), "attempt": attempt,
+        "traceparent": scope.traceparent if scope else "",
+    })
+
+
 class Runtime:
     """Executes step messages for one engine."""
 
@@ -146,6 +160,7 @@ class Runtime:
             attempt=claim.attempt, correlation_id=claim.correlation_id,
             cancel_check=heartbeat.should_stop,
         )
+        span = _operation_span(envelope, saga, index, claim.attempt, claim.correlation_id)
         try:
             arguments = resolve_all(refs, claim.inputs, claim.results)
             if claim.fault:
@@ -158,11 +173,14 @@ class Runtime:
                 saga_id=envelope.saga_id, step=step.name,
             )
             timeout.__cause__ = exceeded
+            span.exception(timeout, retrying=policy.should_retry(timeout, claim.attempt))
             self._failed(envelope, role, step, claim.attempt, timeout, policy)
             raise timeout from exceeded
         except Exception as error:
+            span.exception(error, retrying=policy.should_retry(error, claim.attempt))
             self._failed(envelope, role, step, claim.attempt, error, policy)
             raise
+        span.stop()
 
         saga_result = None
         if last:

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from pydantic import BaseModel
 
-from . import _celery, ids
+from . import _celery, ids, telemetry
 from ._runtime import Runtime, describe_error
 from .errors import ConfigurationError, EnqueueError, SagaNotFoundError, StateError
 from .record import SagaRun
@@ -131,13 +131,17 @@ class Sagaline:
         values = definition.validate_inputs(inputs)
         cid = ids.correlation_id(correlation_id)
         saga_id = ids.new_id()
-        signature = _celery.forward_chain(self, definition, saga_id)
+        trace = telemetry.TraceContext.new()
+        headers = {_celery.SAGA_ID_HEADER: saga_id, _celery.CORRELATION_HEADER: cid,
+                   _celery.TRACE_HEADER: trace.traceparent}
+        signature = _celery.forward_chain(self, definition, saga_id, headers=headers)
         deadline_at = None
         if definition.deadline is not None:
             deadline_at = time.time() + definition.deadline.total_seconds()
         if not self.store.create(
             saga_id, name=definition.name, correlation_id=cid, causation_id=causation_id,
             inputs=values, plan=[s.name for s in definition.steps], deadline_at=deadline_at,
+            trace=trace,
         ):
             raise StateError(f"saga id {saga_id} is taken; this should not happen with UUIDv7")
         try:
@@ -148,7 +152,11 @@ class Sagaline:
                 f"saga {saga_id} was recorded but could not be enqueued ({error}); "
                 "it is recorded as failed. Check that the broker is reachable."
             ) from error
-        log.info("[saga %s] %s started (correlation %s)", saga_id, definition.name, cid)
+        telemetry.execute(telemetry.SAGA_START, {"system_time_s": time.time()}, {
+            "saga": definition.name, "saga_id": saga_id, "correlation_id": cid,
+            "traceparent": trace.traceparent, "trace_parent_id": trace.parent_id,
+            "total": len(definition.steps),
+        })
         return SagaHandle(self, saga_id, cid)
 
     def cancel(self, saga_id: str, reason: str = "cancelled by request") -> SagaStatus:

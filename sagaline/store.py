@@ -19,6 +19,11 @@ Keys, under a prefix (``sagaline:`` by default):
 - ``dead_letters``: hash of compensations that gave up, ``{id}:{step}`` → JSON
 - ``faults``: injected faults (tests and drills)
 - channel ``saga:{id}:done``: a message when the run reaches its final state
+
+Every script runs wrapped (``_WRAP``): it replies with its own answer and, when it moved the
+saga's status, the moves; the store announces each move as a telemetry event
+(:mod:`sagaline.telemetry`), so saga events fire exactly once, in whichever process made
+the move, at no extra round trip.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import _json
+from . import _json, telemetry
 from ._claim import Claim, claim_from_reply
 from .errors import SagaNotFoundError, WaitTimeoutError
 from .record import DeadLetter, SagaRun, TaskNames, build_run
@@ -42,6 +47,10 @@ from .status import Role, SagaStatus
 _SCRIPTS = ("create", "begin", "renew", "complete", "fail", "fail_saga", "abort", "abandon",
             "recover", "awaited", "reopen")
 _FINAL_OPERATION = ("completed", "failed", "skipped")
+#: Around each script: run its body as a function, reply with ``moved(reply)`` (_prelude).
+_WRAP = "local function body()\n{}\nend\nreturn moved(body())\n"
+_MOVE_INFO = ("saga", "correlation_id", "traceparent", "trace_parent_id", "created_at", "at",
+              "failed_step", "error", "intent", "cancel_requested", "plan")
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,8 @@ class RedisStore:
         self.handoff_s = handoff_s
         self.honour_faults = False
         prelude = _lua("_prelude")
-        self._scripts = {name: client.register_script(prelude + _lua(name)) for name in _SCRIPTS}
+        self._scripts = {name: client.register_script(prelude + _WRAP.format(_lua(name)))
+                         for name in _SCRIPTS}
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "sagaline:", retention_s: int = 0,
@@ -101,10 +111,13 @@ class RedisStore:
         return f"{self.prefix}saga:{saga_id}:done"
 
     def _call(self, script: str, saga_id: str, *args: Any) -> Any:
-        return self._scripts[script](
+        reply = self._scripts[script](
             keys=self.saga_keys(saga_id),
             args=[self.prefix, saga_id, self.retention_s, self.handoff_s, *args],
         )
+        if len(reply) > 1:
+            _announce(saga_id, reply[1], dict(zip(_MOVE_INFO, reply[2], strict=True)))
+        return reply[0]
 
     def _rollback_reply(self, reply: list[str]) -> Rollback | None:
         if reply[0] != "compensate":
@@ -116,12 +129,17 @@ class RedisStore:
     # -- forward and backward transitions ---------------------------------------------------
 
     def create(self, saga_id: str, *, name: str, correlation_id: str, causation_id: str | None,
-               inputs: dict[str, Any], plan: Sequence[str], deadline_at: float | None = None
-               ) -> bool:
-        """Record a new run as running; ``False`` if the id is taken."""
+               inputs: dict[str, Any], plan: Sequence[str], deadline_at: float | None = None,
+               trace: telemetry.TraceContext | None = None) -> bool:
+        """Record a new run as running; ``False`` if the id is taken.
+
+        ``trace`` is the saga's place in a distributed trace, recorded so that every
+        process that works for the saga joins it.
+        """
         return bool(self._call(
             "create", saga_id, name, correlation_id, causation_id or "", _json.dumps(inputs),
             _json.dumps(list(plan)), "" if deadline_at is None else f"{deadline_at:.6f}",
+            trace.traceparent if trace else "", trace.parent_id if trace else "",
         ))
 
     def begin(self, saga_id: str, role: Role, step: str, *, index: int, lease_s: float,
@@ -268,6 +286,12 @@ class RedisStore:
                 if st not in _FINAL_OPERATION]
         return [s for s, _ in left], any(st == "awaiting" for _, st in left)
 
+    def correlation_of(self, saga_id: str) -> tuple[str, str]:
+        """The run's correlation id and W3C ``traceparent`` ('' when not recorded)."""
+        cid, traceparent = self.client.hmget(self.saga_keys(saga_id)[0],
+                                             ["correlation_id", "traceparent"])
+        return str(cid or ""), str(traceparent or "")
+
     def status(self, saga_id: str) -> SagaStatus | None:
         """The run's status, or ``None`` if it is not recorded."""
         raw = self.client.hget(self.saga_keys(saga_id)[0], "status")
@@ -343,6 +367,32 @@ class RedisStore:
                 pubsub.get_message(timeout=min(left, 1.0))
         finally:
             pubsub.close()
+
+
+def _announce(saga_id: str, moves: list[str], info: dict[str, str]) -> None:
+    """Emit the telemetry event of each status move a script made."""
+    created, at = float(info["created_at"] or 0), float(info["at"] or 0)
+    metadata: dict[str, Any] = {
+        "saga": info["saga"], "saga_id": saga_id, "correlation_id": info["correlation_id"],
+        "traceparent": info["traceparent"], "trace_parent_id": info["trace_parent_id"],
+        "created_at": created, "at": at, "failed_step": info["failed_step"] or None,
+        "error": _json.loads(info["error"] or "null"),
+        "total": len(_json.loads(info["plan"] or "[]")),
+    }
+    for move in moves:
+        old, new = move.split(">")
+        status = {**metadata, "status": new, "previous": old}
+        if new == "compensating":
+            reason = "retry" if old == "compensation_failed" else "failed"
+            if info["cancel_requested"] == "1":
+                reason = "cancelled" if info["intent"] == "cancelled" else "deadline"
+            status["reason"] = reason
+            if reason in ("failed", "deadline"):
+                telemetry.execute(telemetry.SAGA_FAIL, {}, status)
+            telemetry.execute(telemetry.SAGA_COMPENSATE, {}, status)
+        elif new in telemetry.CONCLUSIONS:
+            telemetry.execute(telemetry.CONCLUSIONS[new], {"duration_s": max(at - created, 0)},
+                              status)
 
 
 def _lua(name: str) -> str:
