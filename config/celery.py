@@ -16,6 +16,7 @@ from sagaline.urls import backend_url, broker_url
 from sagas import SAGAS
 from tasks.db import database
 
+from . import telemetry
 from .settings import Settings, load_settings
 
 
@@ -80,3 +81,4 @@ def _fresh_connections_after_fork(**_: Any) -> None:
 
 settings = load_settings()
 app, engine = create_app(settings)
+telemetry.install(app, settings)

@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     """Whether workers honour injected faults (tests and ``sagaline.testing`` only)."""
     log_level: str = "INFO"
     """The workers' log level."""
+    log_transitions: bool = True
+    """Log one line per saga transition, with its correlation id (``sagaline.transitions``)."""
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Workers serve Prometheus metrics on this port (``/metrics``); unset: no metrics."""
+    metrics_addr: str = "0.0.0.0"
+    """The address the metrics server listens on."""
+    otel: bool = False
+    """Emit OpenTelemetry spans (a trace per saga) and instrument Celery, through the global
+    tracer provider (one is made if the process set none: add your exporter to it)."""
+    otel_spans_file: Path | None = None
+    """Also write every finished span to this file as JSON lines (debugging, tests)."""
 
     @field_validator("key_prefix")
     @classmethod

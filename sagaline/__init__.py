@@ -5,6 +5,7 @@ for good, the completed steps are undone in reverse by their compensations, each
 task too; Redis records every transition.
 """
 
+from . import telemetry
 from .context import StepContext
 from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .engine import SagaHandle, Sagaline
@@ -72,6 +73,8 @@ __all__ = [
     "StepRun",
     "StepStatus",
     "Transition",
+    # observing
+    "telemetry",
     # errors
     "ConfigurationError",
     "DeadlineExceededError",

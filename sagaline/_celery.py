@@ -58,10 +58,14 @@ HARD_LIMIT_GRACE_S = 10.0
 STEP_FAILED_TASK = "sagaline.step_failed"
 COMPENSATION_FAILED_TASK = "sagaline.compensation_failed"
 RECOVER_TASK = "sagaline.recover"
-#: The task headers every step message carries.
-SAGA_ID_HEADER = "saga_id"
-CORRELATION_HEADER = "correlation_id"
-TRACE_HEADER = "saga_traceparent"
+#: The task headers every step message carries (prefixed: Celery's request has a
+#: ``correlation_id`` of its own, the task id).
+SAGA_ID_HEADER = "sagaline_saga_id"
+CORRELATION_HEADER = "sagaline_correlation_id"
+TRACE_HEADER = "sagaline_traceparent"
+#: The W3C header: the saga span, as the parent of the task's Celery spans; an instrumented
+#: publisher replaces it with its own span (which is in the saga's trace but for a sweep's).
+W3C_TRACE_HEADER = "traceparent"
 
 
 class SagaCeleryTask(Task):  # type: ignore[misc]
@@ -199,11 +203,18 @@ def _fail_compensation(engine: Sagaline, envelope: Envelope, exc: BaseException)
     engine.continue_rollback(envelope.saga_id)
 
 
+def headers_for(saga_id: str, correlation_id: str, traceparent: str) -> dict[str, str]:
+    """The task headers of a saga's messages."""
+    headers = {SAGA_ID_HEADER: saga_id, CORRELATION_HEADER: correlation_id,
+               TRACE_HEADER: traceparent}
+    if traceparent:
+        headers[W3C_TRACE_HEADER] = traceparent
+    return headers
+
+
 def saga_headers(engine: Sagaline, saga_id: str) -> dict[str, str]:
     """The task headers of a recorded saga's messages (one read of its record)."""
-    correlation_id, traceparent = engine.store.correlation_of(saga_id)
-    return {SAGA_ID_HEADER: saga_id, CORRELATION_HEADER: correlation_id,
-            TRACE_HEADER: traceparent}
+    return headers_for(saga_id, *engine.store.correlation_of(saga_id))
 
 
 def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,

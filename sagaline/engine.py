@@ -132,8 +132,7 @@ class Sagaline:
         cid = ids.correlation_id(correlation_id)
         saga_id = ids.new_id()
         trace = telemetry.TraceContext.new()
-        headers = {_celery.SAGA_ID_HEADER: saga_id, _celery.CORRELATION_HEADER: cid,
-                   _celery.TRACE_HEADER: trace.traceparent}
+        headers = _celery.headers_for(saga_id, cid, trace.traceparent)
         signature = _celery.forward_chain(self, definition, saga_id, headers=headers)
         deadline_at = None
         if definition.deadline is not None:

@@ -12,6 +12,7 @@ EXPECTED = {
     "NonRetryableError", "SagaError", "SagaNotFoundError", "StateError", "StepError",
     "StepTimeoutError", "UnknownSagaError", "WaitTimeoutError", "StuckSaga", "Supervisor",
     "DeadLetter", "DeadlineExceededError", "RecoveryExhaustedError", "SagaCancelledError",
+    "telemetry",
 }
 
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from sagaline import NO_RETRY, Const, FromInput, RetryPolicy, Saga, Step
 
-from .steps import fail, fail_undo, sleep, slow_undo, succeed, undo, work
+from .steps import chatty, fail, fail_undo, sleep, slow_undo, succeed, undo, work
 
 
 class Tagged(BaseModel):
@@ -97,5 +97,19 @@ long_step = Saga(
     steps=[Step("long", sleep, args={**TAG, "seconds": Const(5)})],
 )
 
-TEST_SAGAS = [long_step, undo_fails, too_slow, slow_start, cancellable, not_cooperative,
-              slow_rollback, with_deadline]
+quick = Saga("t_quick", inputs=Tagged, steps=[Step("only", succeed, args=TAG)])
+
+#: Its steps run on two queues, so two workers share each run (telemetry across processes).
+across = Saga(
+    "t_across",
+    inputs=Tagged,
+    steps=[
+        Step("here", chatty, compensation=undo, args=TAG, queue="tele-a"),
+        Step("there", succeed, compensation=undo, args=TAG, queue="tele-b",
+             retry=RetryPolicy(attempts=2, initial=timedelta(milliseconds=50))),
+        Step("back", succeed, args=TAG, queue="tele-a", retry=NO_RETRY),
+    ],
+)
+
+TEST_SAGAS = [quick, across, long_step, undo_fails, too_slow, slow_start, cancellable,
+              not_cooperative, slow_rollback, with_deadline]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import redis
 
 from sagaline import NonRetryableError, StepContext, saga_task
+
+log = logging.getLogger("tests.support.steps")
 
 
 def _redis() -> redis.Redis:
@@ -92,3 +95,13 @@ def slow_undo(ctx: StepContext, tag: str, seconds: float) -> dict[str, Any]:
     time.sleep(seconds)
     note(tag, f"{ctx.step}:undo:end")
     return {"undone": ctx.step}
+
+
+@saga_task("testing.chatty")
+def chatty(ctx: StepContext, tag: str) -> dict[str, Any]:
+    """Log a line that names no saga (the worker's log filter adds the ids) and succeed,
+    returning its input (which must never reach a log).
+    """
+    note(tag, f"{ctx.step}:{ctx.role.value}")
+    log.warning("chatty step says hello")
+    return {"step": ctx.step, "echo": tag}
