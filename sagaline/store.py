@@ -383,8 +383,10 @@ def _announce(saga_id: str, moves: list[str], info: dict[str, str]) -> None:
         old, new = move.split(">")
         status = {**metadata, "status": new, "previous": old}
         if new == "compensating":
-            reason = "retry" if old == "compensation_failed" else "failed"
-            if info["cancel_requested"] == "1":
+            reason = "failed"
+            if old == "compensation_failed":
+                reason = "retry"
+            elif info["cancel_requested"] == "1":
                 reason = "cancelled" if info["intent"] == "cancelled" else "deadline"
             status["reason"] = reason
             if reason in ("failed", "deadline"):

@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sagaline import SagaHandle, Sagaline, SagaStatus, telemetry
+from sagaline.store import _announce
 from tests.conftest import DATA_DIR, start_worker, stop_worker
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -133,6 +134,42 @@ def test_a_cancel_is_heard_in_the_process_that_made_it(engine: Sagaline, calls: 
     assert metadata["reason"] == "cancelled"
     assert metadata["status"] == "compensating"
     assert handle.wait(30).status is SagaStatus.CANCELLED
+
+
+def test_a_retried_rollback_is_heard_as_compensating_again_not_as_a_new_failure(
+        engine: Sagaline, calls: Any) -> None:
+    run = engine.start("t_undo_fails", {"tag": calls.tag}).wait(30)
+    assert run.status is SagaStatus.COMPENSATION_FAILED
+    heard = Heard()
+    telemetry.attach("test-retry", [telemetry.SAGA_FAIL, telemetry.SAGA_COMPENSATE], heard)
+    try:
+        engine.supervisor.retry_compensation(run.saga_id)
+    finally:
+        telemetry.detach("test-retry")
+
+    assert [(e, m["reason"], m["previous"]) for e, _, m in heard.events] == [
+        (telemetry.SAGA_COMPENSATE, "retry", "compensation_failed")
+    ]
+    assert engine.wait(run.saga_id, 30).status is SagaStatus.COMPENSATION_FAILED
+
+
+def test_a_cancelled_saga_whose_undo_is_retried_is_not_counted_failed_again() -> None:
+    """The record still says cancel_requested; the move from compensation_failed decides."""
+    heard = Heard()
+    telemetry.attach("test-moves", [telemetry.SAGA_FAIL, telemetry.SAGA_COMPENSATE], heard)
+    info = {"saga": "s", "correlation_id": "c", "traceparent": "", "trace_parent_id": "",
+            "created_at": "1", "at": "2", "failed_step": "", "error": "", "intent": "compensated",
+            "cancel_requested": "1", "plan": "[]"}
+    try:
+        _announce("id", ["compensation_failed>compensating"], info)
+        _announce("id", ["running>compensating"], info)
+    finally:
+        telemetry.detach("test-moves")
+    assert [(e, m["reason"]) for e, _, m in heard.events] == [
+        (telemetry.SAGA_COMPENSATE, "retry"),
+        (telemetry.SAGA_FAIL, "deadline"),
+        (telemetry.SAGA_COMPENSATE, "deadline"),
+    ]
 
 
 # -- exporters, from two workers --------------------------------------------------------------
