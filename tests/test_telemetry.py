@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.parser import text_string_to_metric_families
 
-from sagaline import SagaHandle, Sagaline, SagaStatus, telemetry
+from sagaline import SagaHandle, Sagaline, SagaStatus, new_id, telemetry
 from sagaline.store import _announce
 from tests.conftest import DATA_DIR, start_worker, stop_worker
 
@@ -49,6 +50,11 @@ def eventually(check: Any, timeout: float = 60.0) -> Any:
         if result or time.monotonic() > deadline:
             return result
         time.sleep(0.2)
+
+
+def main_log() -> str:
+    """What the session's worker logged."""
+    return (DATA_DIR / "main.log").read_text()
 
 
 def free_port() -> int:
@@ -134,6 +140,8 @@ def test_a_cancel_is_heard_in_the_process_that_made_it(engine: Sagaline, calls: 
     assert metadata["reason"] == "cancelled"
     assert metadata["status"] == "compensating"
     assert handle.wait(30).status is SagaStatus.CANCELLED
+    # The worker that concluded it logged the end.
+    assert eventually(lambda: f"[saga {handle.saga_id}] t_cancellable cancelled in " in main_log())
 
 
 def test_a_retried_rollback_is_heard_as_compensating_again_not_as_a_new_failure(
@@ -151,6 +159,41 @@ def test_a_retried_rollback_is_heard_as_compensating_again_not_as_a_new_failure(
         (telemetry.SAGA_COMPENSATE, "retry", "compensation_failed")
     ]
     assert engine.wait(run.saga_id, 30).status is SagaStatus.COMPENSATION_FAILED
+    ended = f"[saga {run.saga_id}] t_undo_fails compensation_failed in "
+    assert eventually(lambda: main_log().count(ended) == 2)  # the first end, and the retry's
+
+
+def test_a_saga_that_could_not_be_enqueued_is_heard_abandoned(engine: Sagaline) -> None:
+    saga_id, cid = new_id(), str(uuid.uuid4())
+    trace = telemetry.TraceContext.new()
+    assert engine.store.create(saga_id, name="t_quick", correlation_id=cid, causation_id=None,
+                               inputs={"tag": "x"}, plan=["only"], trace=trace)
+    heard = Heard()
+    telemetry.attach("test-abandon", telemetry.EVENTS, heard)
+    try:
+        assert engine.store.abandon(saga_id, {"type": "OSError", "message": "broker down"})
+    finally:
+        telemetry.detach("test-abandon")
+    ((event, measurements, metadata),) = heard.events
+    assert event == telemetry.SAGA_ABANDON
+    assert (metadata["saga_id"], metadata["correlation_id"]) == (saga_id, cid)
+    assert metadata["traceparent"] == trace.traceparent
+    assert metadata["status"] == "failed"
+    assert metadata["error"]["message"] == "broker down"
+    assert measurements["duration_s"] >= 0
+
+
+def test_a_saga_started_within_a_span_joins_its_trace() -> None:
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("web request") as span:
+        trace = telemetry.TraceContext.new()
+    context = span.get_span_context()
+    assert trace.trace_id == f"{context.trace_id:032x}"
+    assert trace.parent_id == f"{context.span_id:016x}"
+    assert trace.span_id != trace.parent_id
+    outside = telemetry.TraceContext.new()
+    assert outside.parent_id == "" and outside.trace_id != trace.trace_id
+    assert telemetry.TraceContext.parse(outside.traceparent) == outside
 
 
 def test_a_cancelled_saga_whose_undo_is_retried_is_not_counted_failed_again() -> None:
