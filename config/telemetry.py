@@ -27,6 +27,7 @@ def install(app: Celery, settings: Settings) -> None:
     """Install the exporters the settings ask for, in this process."""
     app.conf.worker_log_format = WORKER_LOG_FORMAT
     app.conf.worker_task_log_format = WORKER_TASK_LOG_FORMAT
+    logs.scope_celery_tasks()
     if settings.log_transitions:
         logs.install()
     if settings.otel:

@@ -217,12 +217,22 @@ def current_scope() -> SagaScope | None:
 @contextmanager
 def scope(saga_id: str, correlation_id: str, traceparent: str = "") -> Iterator[SagaScope]:
     """Work for one saga: log lines and spans within carry its ids."""
-    bound = SagaScope(saga_id, correlation_id, traceparent)
-    token = _scope.set(bound)
+    token = enter_scope(saga_id, correlation_id, traceparent)
     try:
-        yield bound
+        yield SagaScope(saga_id, correlation_id, traceparent)
     finally:
-        _scope.reset(token)
+        exit_scope(token)
+
+
+def enter_scope(saga_id: str, correlation_id: str, traceparent: str = ""
+                ) -> contextvars.Token[SagaScope | None]:
+    """Start working for one saga, where a ``with`` block cannot span the work (signals)."""
+    return _scope.set(SagaScope(saga_id, correlation_id, traceparent))
+
+
+def exit_scope(token: contextvars.Token[SagaScope | None]) -> None:
+    """Stop working for the saga :func:`enter_scope` entered."""
+    _scope.reset(token)
 
 
 # -- the saga's trace context -------------------------------------------------------------
@@ -268,5 +278,5 @@ class TraceContext:
 
 __all__ = [
     "EVENTS", "Event", "Handler", "OperationSpan", "SagaScope", "TraceContext", "attach",
-    "attached", "current_scope", "detach", "execute", "scope",
+    "attached", "current_scope", "detach", "enter_scope", "execute", "exit_scope", "scope",
 ]

@@ -331,6 +331,9 @@ def expected_log_lines(run: TelemetryRun) -> list[tuple[str, str]]:
     ]
     for handle in run.compensated:
         expected += [
+            # Celery's own line about the task, written after the step, names the saga too.
+            ("tele-a", f"raised unexpected: InjectedFaultError('injected fault') "
+                       f"[saga {handle.saga_id} correlation {handle.correlation_id}]"),
             ("tele-a", f"[saga {handle.saga_id}] t_across failed at back: InjectedFaultError"),
             ("tele-b", f"[saga {handle.saga_id}] compensation 2/3 there succeeded in "),
             ("tele-a", f"[saga {handle.saga_id}] t_across compensated in "),

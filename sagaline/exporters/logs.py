@@ -12,16 +12,22 @@ which may hold personal data or secrets.
 (``%(saga_id)s``, ``%(correlation_id)s``, and ``%(saga_context)s``, which is
 ``" [saga ID correlation CID]"`` within a step and empty elsewhere), so a participant's own
 log lines carry them without passing them around. Add it to the handlers with
-:func:`add_context_filter`.
+:func:`add_context_filter`; :func:`scope_celery_tasks` widens the scope from the step to the
+whole Celery task, so Celery's own lines about it (``succeeded``, ``raised``, ``retry``)
+carry the ids too.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+from celery.signals import task_postrun, task_prerun
+
 from .. import telemetry
+from .._celery import CORRELATION_HEADER, SAGA_ID_HEADER, TRACE_HEADER
 
 LOGGER_NAME = "sagaline.transitions"
 HANDLER_ID = "sagaline.exporters.logs"
@@ -50,6 +56,27 @@ def add_context_filter(logger: logging.Logger | None = None) -> None:
     for handler in (logger or logging.getLogger()).handlers:
         if not any(isinstance(f, SagaContextFilter) for f in handler.filters):
             handler.addFilter(SagaContextFilter())
+
+
+def scope_celery_tasks() -> None:
+    """Work within a saga's scope for the whole of each of its tasks, in this process."""
+    tokens: dict[str, contextvars.Token[telemetry.SagaScope | None]] = {}
+
+    @task_prerun.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _enter(task_id: str, task: Any, **_: Any) -> None:
+        request = task.request
+        saga_id = getattr(request, SAGA_ID_HEADER, None)
+        if saga_id:
+            tokens[task_id] = telemetry.enter_scope(
+                str(saga_id), str(getattr(request, CORRELATION_HEADER, "") or ""),
+                str(getattr(request, TRACE_HEADER, "") or ""),
+            )
+
+    @task_postrun.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _exit(task_id: str, **_: Any) -> None:
+        token = tokens.pop(task_id, None)
+        if token is not None:
+            telemetry.exit_scope(token)
 
 
 def describe(event: telemetry.Event, measurements: Mapping[str, float],
