@@ -7,6 +7,7 @@ CLI); the Prometheus server runs only in a worker's main process, started on
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -16,6 +17,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from sagaline.exporters import logs, otel, prometheus
 
 from .settings import Settings
+
+log = logging.getLogger("sagaline.exporters.prometheus")
 
 #: Celery's default formats, with the saga's ids appended within a step.
 WORKER_LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s%(saga_context)s"
@@ -50,8 +53,18 @@ def install(app: Celery, settings: Settings) -> None:
     def _serve_metrics(**_: Any) -> None:
         if settings.metrics_port is None:
             return
-        # One folder per port: two workers on one machine never share (or wipe) one.
+        # One folder per port: two workers on one machine never share one. The port is
+        # bound first, so a worker started on a port in use fails before it empties the
+        # folder of the worker that holds the port.
         directory = settings.data_dir / "metrics" / str(settings.metrics_port)
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            prometheus.serve(settings.metrics_port, settings.metrics_addr,
+                             multiprocess_dir=directory)
+        except OSError as error:
+            # The worker still works; Prometheus sees the target down. (Celery would swallow
+            # the error of a signal handler without a trace before logging is set up.)
+            log.error("metrics not served: port %s: %s", settings.metrics_port, error)
+            return
         prometheus.prepare_multiprocess(directory)
         prometheus.install()
-        prometheus.serve(settings.metrics_port, settings.metrics_addr, multiprocess_dir=directory)

@@ -309,6 +309,14 @@ def test_metrics_scraped_from_the_workers_show_the_counts_of_the_run(
     # A saga's waiters are told as its final state is written; its worker counts just after.
     counts = eventually(lambda: (c := across_counts(telemetry_run)) == expected and c)
     assert counts == expected, across_counts(telemetry_run)
+    # A worker started by mistake on a port in use serves nothing, and leaves the counts of
+    # the worker that holds the port alone.
+    intruder = start_worker("tele-c", 1, queues="tele-c",
+                            env={"SAGALINE_METRICS_PORT": str(telemetry_run.ports[0])})
+    stop_worker(intruder)
+    assert (f"metrics not served: port {telemetry_run.ports[0]}: [Errno 98] Address already "
+            "in use") in (DATA_DIR / "tele-c.log").read_text()
+    assert across_counts(telemetry_run) == expected
 
 
 def expected_log_lines(run: TelemetryRun) -> list[tuple[str, str]]:
