@@ -116,7 +116,8 @@ class RedisStore:
             args=[self.prefix, saga_id, self.retention_s, self.handoff_s, *args],
         )
         if len(reply) > 1:
-            _announce(saga_id, reply[1], dict(zip(_MOVE_INFO, reply[2], strict=True)))
+            telemetry.announce_moves(saga_id, reply[1],
+                                     dict(zip(_MOVE_INFO, reply[2], strict=True)))
         return reply[0]
 
     def _rollback_reply(self, reply: list[str]) -> Rollback | None:
@@ -367,34 +368,6 @@ class RedisStore:
                 pubsub.get_message(timeout=min(left, 1.0))
         finally:
             pubsub.close()
-
-
-def _announce(saga_id: str, moves: list[str], info: dict[str, str]) -> None:
-    """Emit the telemetry event of each status move a script made."""
-    created, at = float(info["created_at"] or 0), float(info["at"] or 0)
-    metadata: dict[str, Any] = {
-        "saga": info["saga"], "saga_id": saga_id, "correlation_id": info["correlation_id"],
-        "traceparent": info["traceparent"], "trace_parent_id": info["trace_parent_id"],
-        "created_at": created, "at": at, "failed_step": info["failed_step"] or None,
-        "error": _json.loads(info["error"] or "null"),
-        "total": len(_json.loads(info["plan"] or "[]")),
-    }
-    for move in moves:
-        old, new = move.split(">")
-        status = {**metadata, "status": new, "previous": old}
-        if new == "compensating":
-            reason = "failed"
-            if old == "compensation_failed":
-                reason = "retry"
-            elif info["cancel_requested"] == "1":
-                reason = "cancelled" if info["intent"] == "cancelled" else "deadline"
-            status["reason"] = reason
-            if reason in ("failed", "deadline"):
-                telemetry.execute(telemetry.SAGA_FAIL, {}, status)
-            telemetry.execute(telemetry.SAGA_COMPENSATE, {}, status)
-        elif new in telemetry.CONCLUSIONS:
-            telemetry.execute(telemetry.CONCLUSIONS[new], {"duration_s": max(at - created, 0)},
-                              status)
 
 
 def _lua(name: str) -> str:

@@ -50,6 +50,8 @@ from typing import Any, Protocol
 
 from opentelemetry import trace as otel_trace
 
+from . import _json
+
 log = logging.getLogger("sagaline.telemetry")
 
 Event = tuple[str, str, str]
@@ -191,6 +193,36 @@ class OperationSpan:
         return {"duration_s": time.perf_counter() - self._started}
 
 
+def announce_moves(saga_id: str, moves: list[str], info: Mapping[str, str]) -> None:
+    """Emit the event of each saga status move a store script made (``old>new``).
+
+    ``info`` is the saga's record as the script read it after the moves.
+    """
+    created, at = float(info["created_at"] or 0), float(info["at"] or 0)
+    metadata: dict[str, Any] = {
+        "saga": info["saga"], "saga_id": saga_id, "correlation_id": info["correlation_id"],
+        "traceparent": info["traceparent"], "trace_parent_id": info["trace_parent_id"],
+        "created_at": created, "at": at, "failed_step": info["failed_step"] or None,
+        "error": _json.loads(info["error"] or "null"),
+        "total": len(_json.loads(info["plan"] or "[]")),
+    }
+    for move in moves:
+        old, new = move.split(">")
+        status = {**metadata, "status": new, "previous": old}
+        if new == "compensating":
+            reason = "failed"
+            if old == "compensation_failed":
+                reason = "retry"
+            elif info["cancel_requested"] == "1":
+                reason = "cancelled" if info["intent"] == "cancelled" else "deadline"
+            status["reason"] = reason
+            if reason in ("failed", "deadline"):
+                execute(SAGA_FAIL, {}, status)
+            execute(SAGA_COMPENSATE, {}, status)
+        elif new in CONCLUSIONS:
+            execute(CONCLUSIONS[new], {"duration_s": max(at - created, 0)}, status)
+
+
 # -- correlation on everything done for a saga ------------------------------------------
 
 
@@ -277,6 +309,7 @@ class TraceContext:
 
 
 __all__ = [
-    "EVENTS", "Event", "Handler", "OperationSpan", "SagaScope", "TraceContext", "attach",
-    "attached", "current_scope", "detach", "enter_scope", "execute", "exit_scope", "scope",
+    "EVENTS", "Event", "Handler", "OperationSpan", "SagaScope", "TraceContext",
+    "announce_moves", "attach", "attached", "current_scope", "detach", "enter_scope",
+    "execute", "exit_scope", "scope",
 ]

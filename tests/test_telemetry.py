@@ -23,7 +23,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.parser import text_string_to_metric_families
 
 from sagaline import SagaHandle, Sagaline, SagaStatus, new_id, telemetry
-from sagaline.store import _announce
 from tests.conftest import DATA_DIR, start_worker, stop_worker
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -204,8 +203,8 @@ def test_a_cancelled_saga_whose_undo_is_retried_is_not_counted_failed_again() ->
             "created_at": "1", "at": "2", "failed_step": "", "error": "", "intent": "compensated",
             "cancel_requested": "1", "plan": "[]"}
     try:
-        _announce("id", ["compensation_failed>compensating"], info)
-        _announce("id", ["running>compensating"], info)
+        telemetry.announce_moves("id", ["compensation_failed>compensating"], info)
+        telemetry.announce_moves("id", ["running>compensating"], info)
     finally:
         telemetry.detach("test-moves")
     assert [(e, m["reason"]) for e, _, m in heard.events] == [
