@@ -22,6 +22,7 @@ Everything that knows Celery's canvas lives here; the rest of the engine is plai
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -136,11 +137,13 @@ def register_errbacks(engine: Sagaline) -> None:
 
     @app.task(name=STEP_FAILED_TASK, shared=False, lazy=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
-        on_step_failed(engine, request, exc)
+        with _request_scope(request):
+            on_step_failed(engine, request, exc)
 
     @app.task(name=COMPENSATION_FAILED_TASK, shared=False, lazy=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def compensation_failed(request: Any, exc: BaseException, traceback: Any) -> None:
-        on_compensation_failed(engine, request, exc)
+        with _request_scope(request):
+            on_compensation_failed(engine, request, exc)
 
     @app.task(name=RECOVER_TASK, shared=False, lazy=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def recover() -> dict[str, int]:
@@ -159,17 +162,18 @@ def _scope_of(envelope: Envelope, request: Any) -> Any:
                            str(getattr(request, TRACE_HEADER, "") or ""))
 
 
+def _request_scope(request: Any) -> Any:
+    """The telemetry scope of the failed message an errback handles (none if not a saga's)."""
+    envelope = _envelope_of(request)
+    return _scope_of(envelope, request) if envelope else contextlib.nullcontext()
+
+
 def on_step_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
     """The forward chain's errback: start the rollback, exactly once per saga."""
     envelope = _envelope_of(request)
     if envelope is None:
         log.error("step errback called for a message without a saga envelope: %r", request)
         return
-    with _scope_of(envelope, request):
-        _fail_forward(engine, envelope, exc)
-
-
-def _fail_forward(engine: Sagaline, envelope: Envelope, exc: BaseException) -> None:
     saga = engine.registry.get(envelope.saga)
     error = describe_error(exc, step=envelope.step)
     rollback = engine.store.fail_saga(
@@ -189,11 +193,6 @@ def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -
     if envelope is None:
         log.error("compensation errback called without a saga envelope: %r", request)
         return
-    with _scope_of(envelope, request):
-        _fail_compensation(engine, envelope, exc)
-
-
-def _fail_compensation(engine: Sagaline, envelope: Envelope, exc: BaseException) -> None:
     engine.store.fail(
         envelope.saga_id, Role.COMPENSATION, envelope.step, attempt=0,
         error=describe_error(exc, step=envelope.step), retry_in_s=None,
