@@ -17,6 +17,7 @@ from sagas import CHOREOGRAPHIES, SAGAS
 from tasks import SUBSCRIBERS
 from tasks.db import database
 
+from . import telemetry
 from .settings import Settings, load_settings
 
 
@@ -96,3 +97,4 @@ def _fresh_connections_after_fork(**_: Any) -> None:
 
 settings = load_settings()
 app, engine = create_app(settings)
+telemetry.install(app, settings)

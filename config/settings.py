@@ -60,6 +60,17 @@ class Settings(BaseSettings):
     events_maxlen: int = Field(default=100_000, ge=1000)
     """About how many events the bus's stream keeps (each flow's history is kept apart,
     for the retention time)."""
+    log_transitions: bool = True
+    """Log one line per saga transition, with its correlation id (``sagaline.transitions``)."""
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Workers serve Prometheus metrics on this port (``/metrics``); unset: no metrics."""
+    metrics_addr: str = "0.0.0.0"
+    """The address the metrics server listens on."""
+    otel: bool = False
+    """Emit OpenTelemetry spans (a trace per saga) and instrument Celery, through the global
+    tracer provider (one is made if the process set none: add your exporter to it)."""
+    otel_spans_file: Path | None = None
+    """Also write every finished span to this file as JSON lines (debugging, tests)."""
 
     @field_validator("key_prefix")
     @classmethod

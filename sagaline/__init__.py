@@ -5,6 +5,7 @@ for good, the completed steps are undone in reverse by their compensations, each
 task too; Redis records every transition.
 """
 
+from . import telemetry
 from .bus import EventBus, Subscription, subscriber
 from .child import SubSaga
 from .context import StepContext
@@ -96,6 +97,8 @@ __all__ = [
     "StepRun",
     "StepStatus",
     "Transition",
+    # observing
+    "telemetry",
     # errors
     "ConfigurationError",
     "DeadlineExceededError",

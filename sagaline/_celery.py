@@ -22,11 +22,17 @@ Everything that knows Celery's canvas lives here; the rest of the engine is plai
   step, or a group's branches in parallel) by ``next_undo.lua``. A compensation that fails
   for good raises; :func:`on_compensation_failed` records it and goes on with the rest, so
   one failure never stops the others.
+- Every message carries the saga id, correlation id and the saga's trace context as task
+  headers (:func:`saga_headers`); a task and an errback run within that saga's
+  :func:`~sagaline.telemetry.scope`, so log lines and spans carry them. A saga task returns
+  nothing to Celery: results live in Redis, and Celery would log them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -35,6 +41,7 @@ from celery.canvas import Signature
 from celery.exceptions import Ignore, Reject
 from pydantic import ConfigDict, validate_call
 
+from . import telemetry
 from ._runtime import (
     Envelope,
     RetryIn,
@@ -61,6 +68,14 @@ HARD_LIMIT_GRACE_S = 10.0
 STEP_FAILED_TASK = "sagaline.step_failed"
 COMPENSATION_FAILED_TASK = "sagaline.compensation_failed"
 RECOVER_TASK = "sagaline.recover"
+#: The task headers every step message carries (prefixed: Celery's request has a
+#: ``correlation_id`` of its own, the task id).
+SAGA_ID_HEADER = "sagaline_saga_id"
+CORRELATION_HEADER = "sagaline_correlation_id"
+TRACE_HEADER = "sagaline_traceparent"
+#: The W3C header: the saga span, as the parent of the task's Celery spans; an instrumented
+#: publisher replaces it with its own span (which is in the saga's trace but for a sweep's).
+W3C_TRACE_HEADER = "traceparent"
 
 
 class SagaCeleryTask(Task):  # type: ignore[misc]
@@ -87,7 +102,9 @@ class SagaCeleryTask(Task):  # type: ignore[misc]
 
     def _execute(self, envelope: Envelope) -> Any:
         try:
-            return self.engine.runtime.execute(envelope, self.validated)
+            with _scope_of(envelope, self.request):
+                self.engine.runtime.execute(envelope, self.validated)
+            return None
         except RetryIn as again:
             raise self.retry(countdown=again.delay_s, exc=again.cause, max_retries=None) from None
         except Skip as skip:
@@ -136,11 +153,13 @@ def register_errbacks(engine: Sagaline) -> None:
 
     @app.task(name=STEP_FAILED_TASK, shared=False, lazy=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def step_failed(request: Any, exc: BaseException, traceback: Any) -> None:
-        on_step_failed(engine, request, exc)
+        with _request_scope(request):
+            on_step_failed(engine, request, exc)
 
     @app.task(name=COMPENSATION_FAILED_TASK, shared=False, lazy=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def compensation_failed(request: Any, exc: BaseException, traceback: Any) -> None:
-        on_compensation_failed(engine, request, exc)
+        with _request_scope(request):
+            on_compensation_failed(engine, request, exc)
 
     @app.task(name=RECOVER_TASK, shared=False, lazy=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def recover() -> dict[str, int]:
@@ -151,6 +170,18 @@ def register_errbacks(engine: Sagaline) -> None:
 def _envelope_of(request: Any) -> Envelope | None:
     raw = (getattr(request, "kwargs", None) or {}).get(ENVELOPE)
     return Envelope.from_message(raw) if raw else None
+
+
+def _scope_of(envelope: Envelope, request: Any) -> Any:
+    """The telemetry scope of a message, from its headers."""
+    return telemetry.scope(envelope.saga_id, str(getattr(request, CORRELATION_HEADER, "") or ""),
+                           str(getattr(request, TRACE_HEADER, "") or ""))
+
+
+def _request_scope(request: Any) -> Any:
+    """The telemetry scope of the failed message an errback handles (none if not a saga's)."""
+    envelope = _envelope_of(request)
+    return _scope_of(envelope, request) if envelope else contextlib.nullcontext()
 
 
 def on_step_failed(engine: Sagaline, request: Any, exc: BaseException) -> None:
@@ -202,8 +233,23 @@ def on_compensation_failed(engine: Sagaline, request: Any, exc: BaseException) -
         engine.outbox.flush_soon(envelope.saga_id)
 
 
+def headers_for(saga_id: str, correlation_id: str, traceparent: str) -> dict[str, str]:
+    """The task headers of a saga's messages."""
+    headers = {SAGA_ID_HEADER: saga_id, CORRELATION_HEADER: correlation_id,
+               TRACE_HEADER: traceparent}
+    if traceparent:
+        headers[W3C_TRACE_HEADER] = traceparent
+    return headers
+
+
+def saga_headers(engine: Sagaline, saga_id: str) -> dict[str, str]:
+    """The task headers of a recorded saga's messages (one read of its record)."""
+    return headers_for(saga_id, *engine.store.correlation_of(saga_id))
+
+
 def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,
-                   role: Role, undoes_fallback: bool = False) -> Signature:
+                   role: Role, headers: Mapping[str, str], undoes_fallback: bool = False
+                   ) -> Signature:
     """The immutable signature of one step's action, fallback or compensation."""
     step = saga.step(step_name)
     definition = step.task_for(role, undoes_fallback)
@@ -219,6 +265,7 @@ def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,
         "task_id": f"{saga_id}-{step_name}{suffix}",
         "soft_time_limit": limit,
         "time_limit": limit + HARD_LIMIT_GRACE_S,
+        "headers": dict(headers),
     }
     queue = step.queue or definition.queue
     if queue:
@@ -227,37 +274,49 @@ def step_signature(engine: Sagaline, saga: Saga, saga_id: str, step_name: str,
     return signature
 
 
-def forward_chain(engine: Sagaline, saga: Saga, saga_id: str, start_at: int = 0) -> Signature:
-    """The steps from element ``start_at`` up to the next group, one errback for all."""
-    steps = [step_signature(engine, saga, saga_id, s.name, Role.ACTION)
+def forward_chain(engine: Sagaline, saga: Saga, saga_id: str, start_at: int = 0,
+                  headers: Mapping[str, str] | None = None) -> Signature:
+    """The steps from element ``start_at`` up to the next group, one errback for all.
+
+    ``headers`` default to the recorded saga's (:func:`saga_headers`).
+    """
+    headers = saga_headers(engine, saga_id) if headers is None else headers
+    steps = [step_signature(engine, saga, saga_id, s.name, Role.ACTION, headers)
              for s in saga.segment(start_at)]
     errback = engine.app.tasks[STEP_FAILED_TASK].s()
     signature: Signature = chain(*steps).on_error(errback)
     return signature
 
 
-def drive_forward(engine: Sagaline, saga: Saga, saga_id: str, start_at: int) -> None:
+def drive_forward(engine: Sagaline, saga: Saga, saga_id: str, start_at: int,
+                  headers: Mapping[str, str] | None = None) -> None:
     """Send the forward path from element ``start_at``.
 
     A step: the chain of steps up to the next group. A group: the branches it may start
     (the others start as these complete). Past the last element: complete the saga.
+    ``headers`` default to the recorded saga's (:func:`saga_headers`).
     """
     if start_at >= len(saga.elements):
         engine.finish(saga, saga_id)
         return
     element = saga.elements[start_at]
     if isinstance(element, Parallel):
-        send(engine, saga, saga_id, engine.store.open_group(saga_id, element), Role.ACTION)
+        send(engine, saga, saga_id, engine.store.open_group(saga_id, element), Role.ACTION,
+             headers=headers)
         return
-    forward_chain(engine, saga, saga_id, start_at).apply_async()
+    forward_chain(engine, saga, saga_id, start_at, headers).apply_async()
 
 
 def send(engine: Sagaline, saga: Saga, saga_id: str, steps: list[str], role: Role,
-         undoes_fallback: bool = False) -> None:
+         undoes_fallback: bool = False, headers: Mapping[str, str] | None = None) -> None:
     """Send single messages (branches, a fallback, compensations), each with its errback."""
+    if not steps:
+        return
     name = COMPENSATION_FAILED_TASK if role is Role.COMPENSATION else STEP_FAILED_TASK
+    headers = saga_headers(engine, saga_id) if headers is None else headers
     for step in steps:
-        signature = step_signature(engine, saga, saga_id, step, role, undoes_fallback)
+        signature = step_signature(engine, saga, saga_id, step, role, headers,
+                                   undoes_fallback)
         signature.on_error(engine.app.tasks[name].s()).apply_async()
 
 

@@ -16,6 +16,7 @@ A message runs one operation of one step: its action, its fallback, or its compe
 2. Resolve the arguments from the recorded inputs and earlier results (a step's result is
    its fallback's when the fallback ran), and build the :class:`StepContext` (saga id,
    step, attempt, correlation id, idempotency key).
+   Telemetry hears of the attempt's start, and of its stop or exception.
 3. Run the function while a heartbeat renews the attempt's lease. On success record the
    result; the last forward step also records the saga's result and completes it. Then
    drive the saga on:
@@ -60,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from . import _json
+from . import _json, telemetry
 from ._heartbeat import Heartbeat
 from .child import SubSaga, child_id_of
 from .context import StepContext
@@ -138,6 +139,19 @@ def time_limit_s(saga: Saga, step: Step) -> float:
     """Seconds one attempt of the step's action or compensation may run."""
     limit: timedelta = saga.time_limit_for(step)
     return limit.total_seconds()
+
+
+def _operation_span(envelope: Envelope, saga: Saga, index: int, attempt: int,
+                    correlation_id: str) -> telemetry.OperationSpan:
+    """Tell telemetry an attempt starts; the span then reports its stop or exception."""
+    scope = telemetry.current_scope()
+    return telemetry.OperationSpan(("sagaline", "compensation" if envelope.role is
+                                    Role.COMPENSATION else "step"), {
+        "saga": saga.name, "saga_id": envelope.saga_id, "correlation_id": correlation_id,
+        "step": envelope.step, "role": envelope.role.value, "position": index + 1,
+        "total": len(saga.steps), "attempt": attempt,
+        "traceparent": scope.traceparent if scope else "",
+    })
 
 
 class Runtime:
@@ -220,6 +234,7 @@ class Runtime:
             causation_id=claim.started_event or None, event_check=self.engine.check_event,
             source=getattr(step.task_for(role, envelope.undoes_fallback), "name", step.name),
         )
+        span = _operation_span(envelope, saga, index, claim.attempt, claim.correlation_id)
         try:
             arguments = resolve_all(refs, claim.inputs, claim.results)
             if claim.fault:
@@ -240,11 +255,14 @@ class Runtime:
                 saga_id=envelope.saga_id, step=step.name,
             )
             timeout.__cause__ = exceeded
+            span.exception(timeout, retrying=policy.should_retry(timeout, claim.attempt))
             self._failed(saga, envelope, step, claim.attempt, timeout, policy)
             raise timeout from exceeded
         except Exception as error:
+            span.exception(error, retrying=policy.should_retry(error, claim.attempt))
             self._failed(saga, envelope, step, claim.attempt, error, policy)
             raise
+        span.stop()
 
         if role is Role.COMPENSATION:
             outcome = store.complete(envelope.saga_id, role, step.name, attempt=claim.attempt,

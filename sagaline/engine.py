@@ -12,7 +12,7 @@ from typing import Any, cast
 from celery import Celery
 from pydantic import BaseModel
 
-from . import _celery, _json, ids
+from . import _celery, _json, ids, telemetry
 from ._runtime import Runtime, describe_error
 from .bus import EventBus
 from .child import SubSaga
@@ -292,14 +292,16 @@ class Sagaline:
         recorded = None
         if getattr(definition, "assembled", False):
             recorded = _json.dumps(saga_to_json(definition))
+        trace = telemetry.TraceContext.new()
+        headers = _celery.headers_for(saga_id, cid, trace.traceparent)
         if not self.store.create(
             saga_id, name=definition.name, correlation_id=cid, causation_id=causation_id,
             inputs=values, plan=[s.name for s in definition.steps], deadline_at=deadline_at,
-            parent=parent, definition=recorded,
+            parent=parent, definition=recorded, trace=trace,
         ):
             return False
         try:
-            _celery.drive_forward(self, definition, saga_id, 0)
+            _celery.drive_forward(self, definition, saga_id, 0, headers)
         except Exception as error:
             self.store.abandon(saga_id, describe_error(error, step=""))
             raise EnqueueError(
@@ -308,6 +310,11 @@ class Sagaline:
             ) from error
         finally:
             self.outbox.flush(saga_id)
+        telemetry.execute(telemetry.SAGA_START, {"system_time_s": time.time()}, {
+            "saga": definition.name, "saga_id": saga_id, "correlation_id": cid,
+            "traceparent": trace.traceparent, "trace_parent_id": trace.parent_id,
+            "total": len(definition.steps),
+        })
         return True
 
     def check_event(self, name: str, payload: dict[str, Any]) -> list[str]:

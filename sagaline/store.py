@@ -20,6 +20,11 @@ Keys, under a prefix (``sagaline:`` by default):
 - ``dead_letters``: hash of compensations that gave up, ``{id}:{step}`` → JSON
 - ``faults``: injected faults (tests and drills)
 - channel ``saga:{id}:done``: a message when the run reaches its final state
+
+Every script runs wrapped (``_WRAP``): it replies with its own answer and, when it moved the
+saga's status, the moves; the store announces each move as a telemetry event
+(:mod:`sagaline.telemetry`), so saga events fire exactly once, in whichever process made
+the move, at no extra round trip.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import _json
+from . import _json, telemetry
 from ._claim import Claim, claim_from_reply
 from .errors import SagaNotFoundError, WaitTimeoutError
 from .parallel import Parallel
@@ -45,6 +50,10 @@ _SCRIPTS = ("create", "begin", "renew", "complete", "fail", "fail_saga", "abort"
             "recover", "awaited", "reopen", "group", "finish", "next_undo", "child",
             "undo_completed", "retry_forward", "published", "outbox_claim")
 _FINAL_OPERATION = ("completed", "failed", "skipped")
+#: Around each script: run its body as a function, reply with ``moved(reply)`` (_prelude).
+_WRAP = "local function body()\n{}\nend\nreturn moved(body())\n"
+_MOVE_INFO = ("saga", "correlation_id", "traceparent", "trace_parent_id", "created_at", "at",
+              "failed_step", "error", "intent", "cancel_requested", "plan")
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,8 @@ class RedisStore:
         self.handoff_s = handoff_s
         self.honour_faults = False
         prelude = _lua("_prelude")
-        self._scripts = {name: client.register_script(prelude + _lua(name)) for name in _SCRIPTS}
+        self._scripts = {name: client.register_script(prelude + _WRAP.format(_lua(name)))
+                         for name in _SCRIPTS}
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "sagaline:", retention_s: int = 0,
@@ -104,10 +114,14 @@ class RedisStore:
         return f"{self.prefix}saga:{saga_id}:done"
 
     def _call(self, script: str, saga_id: str, *args: Any) -> Any:
-        return self._scripts[script](
+        reply = self._scripts[script](
             keys=self.saga_keys(saga_id),
             args=[self.prefix, saga_id, self.retention_s, self.handoff_s, *args],
         )
+        if len(reply) > 1:
+            telemetry.announce_moves(saga_id, reply[1],
+                                     dict(zip(_MOVE_INFO, reply[2], strict=True)))
+        return reply[0]
 
     def _rollback_reply(self, reply: list[str]) -> Rollback | None:
         if reply[0] != "compensate":
@@ -120,18 +134,20 @@ class RedisStore:
 
     def create(self, saga_id: str, *, name: str, correlation_id: str, causation_id: str | None,
                inputs: dict[str, Any], plan: Sequence[str], deadline_at: float | None = None,
-               parent: tuple[str, str] | None = None, definition: str | None = None
-               ) -> bool:
+               parent: tuple[str, str] | None = None, definition: str | None = None,
+               trace: telemetry.TraceContext | None = None) -> bool:
         """Record a new run as running; ``False`` if the id is taken.
 
         ``parent`` is ``(parent saga id, step)`` for a child saga; ``definition`` the JSON
-        of a saga assembled at runtime.
+        of a saga assembled at runtime; ``trace`` the saga's place in a distributed trace,
+        recorded so that every process that works for the saga joins it.
         """
         parent_id, parent_step = parent or ("", "")
         return bool(self._call(
             "create", saga_id, name, correlation_id, causation_id or "", _json.dumps(inputs),
             _json.dumps(list(plan)), "" if deadline_at is None else f"{deadline_at:.6f}",
             parent_id, parent_step, definition or "",
+            trace.traceparent if trace else "", trace.parent_id if trace else "",
         ))
 
     def wait_for_child(self, saga_id: str, role: Role, step: str, *, attempt: int,
@@ -411,6 +427,12 @@ class RedisStore:
         """The run's recorded inputs."""
         raw = self.client.hget(self.saga_keys(saga_id)[0], "inputs")
         return cast(dict[str, Any], _json.loads(cast(str | None, raw)) or {})
+
+    def correlation_of(self, saga_id: str) -> tuple[str, str]:
+        """The run's correlation id and W3C ``traceparent`` ('' when not recorded)."""
+        cid, traceparent = self.client.hmget(self.saga_keys(saga_id)[0],
+                                             ["correlation_id", "traceparent"])
+        return str(cid or ""), str(traceparent or "")
 
     def status(self, saga_id: str) -> SagaStatus | None:
         """The run's status, or ``None`` if it is not recorded."""

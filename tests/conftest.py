@@ -44,12 +44,12 @@ from tests.support.app import app as test_app  # noqa: E402
 from tests.support.app import engine as test_engine  # noqa: E402
 
 
-def worker_command(name: str, concurrency: int = 2) -> list[str]:
+def worker_command(name: str, concurrency: int = 2, queues: str | None = None) -> list[str]:
     """The command line of a real prefork worker running the test app."""
     return [
         sys.executable, "-m", "celery", "-A", "tests.support.app", "worker",
         "--pool=prefork", "-c", str(concurrency), "-l", "info", "-n", f"{name}@%h",
-        "--without-mingle", "--without-gossip",
+        "--without-mingle", "--without-gossip", *(["-Q", queues] if queues else []),
     ]
 
 
@@ -57,16 +57,20 @@ def worker_command(name: str, concurrency: int = 2) -> list[str]:
 STARTED: list[subprocess.Popen[bytes]] = []
 
 
-def start_worker(name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
+def start_worker(name: str, concurrency: int = 2, *, queues: str | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start a worker process (in its own process group) and wait until it answers a ping.
+
+    ``queues`` (comma-separated) replaces the default queue; ``env`` adds variables.
 
     If it does not answer (or pinging fails), it is killed before the error propagates: a
     stray worker would take messages meant for others.
     """
     log = open(DATA_DIR / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
-        worker_command(name, concurrency), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
+        worker_command(name, concurrency, queues), cwd=ROOT, stdout=log,
+        stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        start_new_session=True,
     )
     STARTED.append(process)
     try:

@@ -70,3 +70,23 @@ def test_the_embedded_redis_starts_once_and_stops(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert not server.is_running()
+
+
+def test_telemetry_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Metrics are off and transition logs on unless the environment says otherwise."""
+    assert Settings().metrics_port is None
+    assert Settings().otel is False
+    assert Settings().log_transitions is True
+    monkeypatch.setenv("SAGALINE_METRICS_PORT", "9464")
+    monkeypatch.setenv("SAGALINE_OTEL", "true")
+    monkeypatch.setenv("SAGALINE_OTEL_SPANS_FILE", "/tmp/spans.jsonl")
+    settings = Settings()
+    assert settings.metrics_port == 9464
+    assert settings.otel is True
+    assert settings.otel_spans_file == Path("/tmp/spans.jsonl")
+    assert unknown_variables({"SAGALINE_METRIC_PORT": "1"}) == [
+        "SAGALINE_METRIC_PORT is not a Sagaline setting; did you mean SAGALINE_METRICS_PORT?"
+    ]
+    monkeypatch.setenv("SAGALINE_METRICS_PORT", "0")
+    with pytest.raises(ValueError, match="metrics_port"):
+        Settings()

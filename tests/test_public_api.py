@@ -16,6 +16,7 @@ EXPECTED = {
     "Event", "EventBus", "EventType", "Subscription", "Taxonomy", "event_name", "subscriber",
     "EventError", "InvalidEventError", "PublishError", "SagasDisabledError", "TaxonomyError",
     "Fallback", "Parallel", "SubSaga", "SagaBuilder", "add_steps",
+    "telemetry",
 }
 
 

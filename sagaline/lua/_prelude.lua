@@ -10,6 +10,8 @@ local HANDOFF_S = tonumber(ARGV[4])
 local SAGA, STEPS, LOG = KEYS[1], KEYS[2], KEYS[3]
 local ACTIVE = P .. 'index:active'
 local FINAL = {completed = true, failed = true, skipped = true}
+-- Every status move this script made ('old>new'), reported with its reply (see moved()).
+local MOVES = {}
 
 local function now_s()
   local t = redis.call('TIME')
@@ -47,6 +49,7 @@ end
 
 local function move_status(old, new, at)
   redis.call('HSET', SAGA, 'status', new, 'updated_at', fmt(at))
+  table.insert(MOVES, old .. '>' .. new)
   redis.call('ZREM', P .. 'index:status:' .. old, ID)
   redis.call('ZADD', P .. 'index:status:' .. new, at, ID)
 end
@@ -188,4 +191,16 @@ local function fill_group(spec, force, at)
     table.insert(out, pending[i])
   end
   return out, done == #spec.branches
+end
+
+-- The store wraps every script: its reply, and when the saga's status moved, the moves and
+-- what telemetry needs to announce them (read here, so no extra round trip).
+local function moved(reply)
+  if reply == nil then reply = false end
+  if #MOVES == 0 then return {reply} end
+  local info = redis.call('HMGET', SAGA, 'name', 'correlation_id', 'traceparent',
+                          'trace_parent_id', 'created_at', 'updated_at', 'failed_step',
+                          'error', 'intent', 'cancel_requested', 'plan')
+  for i = 1, #info do if not info[i] then info[i] = '' end end
+  return {reply, MOVES, info}
 end

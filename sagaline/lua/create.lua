@@ -1,13 +1,16 @@
 -- Record a new saga. ARGV[5..]: name, correlation_id, causation_id, inputs_json, plan_json,
 -- deadline_at ('' for none), parent_id and parent_step ('' unless it is a child saga),
--- definition_json (a saga assembled at runtime; '' for a declared one). Returns 1, or 0 when a saga with this id exists already.
+-- definition_json (a saga assembled at runtime; '' for a declared one), traceparent and
+-- trace_parent_id (the saga span's W3C trace context and the span it was started in; ''
+-- for none). Returns 1, or 0 when a saga with this id exists already.
 if redis.call('EXISTS', SAGA) == 1 then return 0 end
 local now = now_s()
 local cid = ARGV[6]
 redis.call('HSET', SAGA,
   'id', ID, 'name', ARGV[5], 'status', 'running', 'correlation_id', cid,
   'causation_id', ARGV[7], 'inputs', ARGV[8], 'plan', ARGV[9],
-  'created_at', fmt(now), 'updated_at', fmt(now), 'cursor', '-1', 'recoveries', '0')
+  'created_at', fmt(now), 'updated_at', fmt(now), 'cursor', '-1', 'recoveries', '0',
+  'traceparent', ARGV[14] or '', 'trace_parent_id', ARGV[15] or '')
 redis.call('ZADD', P .. 'index:all', now, ID)
 redis.call('ZADD', P .. 'index:status:running', now, ID)
 redis.call('SADD', P .. 'index:correlation:' .. cid, ID)

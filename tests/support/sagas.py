@@ -21,6 +21,7 @@ from sagaline import (
 
 from .steps import (
     backup,
+    chatty,
     echo,
     fail,
     fail_undo,
@@ -268,7 +269,21 @@ dynamic = Saga(
     ],
 )
 
-TEST_SAGAS = [with_headers, long_step, undo_fails, too_slow, slow_start, cancellable,
-              not_cooperative, slow_rollback, with_deadline, fan_out, fan_out_slow_undo,
-              bounded, ends_in_group, with_fallback, with_pivot, child, parent, dynamic,
-              slow_branches, slow_child, parent_of_slow]
+quick = Saga("t_quick", inputs=Tagged, steps=[Step("only", succeed, args=TAG)])
+
+#: Its steps run on two queues, so two workers share each run (telemetry across processes).
+across = Saga(
+    "t_across",
+    inputs=Tagged,
+    steps=[
+        Step("here", chatty, compensation=undo, args=TAG, queue="tele-a"),
+        Step("there", succeed, compensation=undo, args=TAG, queue="tele-b",
+             retry=RetryPolicy(attempts=2, initial=timedelta(milliseconds=50))),
+        Step("back", succeed, args=TAG, queue="tele-a", retry=NO_RETRY),
+    ],
+)
+
+TEST_SAGAS = [with_headers, quick, across, long_step, undo_fails, too_slow, slow_start,
+              cancellable, not_cooperative, slow_rollback, with_deadline, fan_out,
+              fan_out_slow_undo, bounded, ends_in_group, with_fallback, with_pivot, child,
+              parent, dynamic, slow_branches, slow_child, parent_of_slow]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -17,6 +18,8 @@ from sagaline import (
     add_steps,
     saga_task,
 )
+
+log = logging.getLogger("tests.support.steps")
 
 
 def _redis() -> redis.Redis:
@@ -140,3 +143,13 @@ def plan_steps(ctx: StepContext, tag: str, seconds: float) -> dict[str, Any]:
 def outgoing_headers(ctx: StepContext, tag: str) -> dict[str, str]:
     """Return the headers an outside call made from this step would carry."""
     return ctx.outgoing_headers()
+
+
+@saga_task("testing.chatty")
+def chatty(ctx: StepContext, tag: str) -> dict[str, Any]:
+    """Log a line that names no saga (the worker's log filter adds the ids) and succeed,
+    returning its input (which must never reach a log).
+    """
+    note(tag, f"{ctx.step}:{ctx.role.value}")
+    log.warning("chatty step says hello")
+    return {"step": ctx.step, "echo": tag}
