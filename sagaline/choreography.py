@@ -242,6 +242,7 @@ class ChoreographySaga:
         if engine.bus is None:
             raise StateError(f"choreography {self.name!r} needs an engine with an event bus")
         self._engine = engine
+        engine.choreographies[self.name] = self
         failures = tuple(sorted({r.fails_with for r in self.reactions}))
         subscriptions = [Subscription(f"{self.name}.completed", (self.completes_on,),
                                       self._on_completed)]
@@ -255,6 +256,20 @@ class ChoreographySaga:
                     _Runner(self, reaction).compensate, max_retries=reaction.max_retries,
                     on_give_up=_Runner(self, reaction).compensation_gave_up))
         engine.bus.subscribe(*subscriptions)
+
+    def describe(self) -> dict[str, Any]:
+        """The choreography as data: what ``sagaline sagas NAME`` shows."""
+        return {
+            "name": self.name, "kind": "choreography", "description": self.description,
+            "inputs": self.inputs.__name__, "input_fields": list(self.inputs.model_fields),
+            "starts_with": self.starts_with, "completes_on": self.completes_on,
+            "reactions": [
+                {"name": r.name, "on": r.on, "run": r.run.name, "emits": r.emits,
+                 "fails_with": r.fails_with, "undo": r.undo.name if r.undo else None,
+                 "args": dict(r.args), "max_retries": r.max_retries}
+                for r in self.reactions
+            ],
+        }
 
     # -- running ------------------------------------------------------------------------
 

@@ -6,12 +6,14 @@ Registered on :data:`sagaline.cli.cli`. It reads definitions only, never Redis.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
+from .choreography import ChoreographySaga
 from .cli import JsonFlag, _project, cli, fail, out, print_json
 from .errors import UnknownSagaError
 from .registry import PolicyDescription, SagaDescription, SagaRegistry, StepDescription
@@ -29,9 +31,13 @@ def sagas(
 
     Exits 2 when no saga is named NAME (the message lists the registered ones).
     """
-    registry = _project(ctx).engine.registry
+    engine = _project(ctx).engine
+    registry = engine.registry
     if name is None:
-        _list(registry, as_json)
+        _list(registry, engine.choreographies, as_json)
+        return
+    if name in engine.choreographies:
+        _show_choreography(engine.choreographies[name], as_json)
         return
     try:
         description = registry.describe(name)
@@ -44,20 +50,56 @@ def sagas(
     out.print(saga_steps_table(description))
 
 
-def _list(registry: SagaRegistry, as_json: bool) -> None:
+def _list(registry: SagaRegistry, choreographies: Mapping[str, ChoreographySaga],
+          as_json: bool) -> None:
     described = [registry.describe(n) for n in registry.names()]
+    listed = [{"name": d.name, "kind": "orchestration", "description": d.description,
+               "inputs": d.inputs, "steps": [s.name for s in d.steps]} for d in described]
+    for choreography in choreographies.values():
+        about = choreography.describe()
+        listed.append({"name": about["name"], "kind": "choreography",
+                       "description": about["description"], "inputs": about["inputs"],
+                       "steps": [r["name"] for r in about["reactions"]]})
+    listed.sort(key=lambda entry: str(entry["name"]))
     if as_json:
-        print_json([{"name": d.name, "description": d.description, "inputs": d.inputs,
-                     "steps": [s.name for s in d.steps]} for d in described])
+        print_json(listed)
         return
-    if not described:
+    if not listed:
         out.print("no sagas registered")
         return
     table = Table()
     for column in ("saga", "steps", "description"):
         table.add_column(column, justify="right" if column == "steps" else "left")
-    for d in described:
-        table.add_row(Text(d.name), str(len(d.steps)), Text(d.description))
+    for entry in listed:
+        kind = " (choreography)" if entry["kind"] == "choreography" else ""
+        table.add_row(Text(str(entry["name"])), str(len(entry["steps"])),
+                      Text(f"{entry['description']}{kind}"))
+    out.print(table)
+
+
+def _show_choreography(choreography: ChoreographySaga, as_json: bool) -> None:
+    about = choreography.describe()
+    if as_json:
+        print_json(about)
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for key, value in (("saga", f"{about['name']} (choreography: no coordinator)"),
+                       ("description", about["description"]),
+                       ("inputs", f"{about['inputs']} ({', '.join(about['input_fields'])})"),
+                       ("starts with", about["starts_with"]),
+                       ("completes on", about["completes_on"])):
+        if value:
+            grid.add_row(key, Text(str(value)))
+    out.print(grid)
+    table = Table(title="reactions", title_justify="left", show_lines=True)
+    for column in ("#", "on", "runs", "emits", "fails with", "undo on any failure"):
+        table.add_column(column, justify="right" if column == "#" else "left")
+    for number, reaction in enumerate(about["reactions"], start=1):
+        table.add_row(str(number), Text(reaction["on"]), Text(reaction["run"]),
+                      Text(reaction["emits"]), Text(reaction["fails_with"]),
+                      Text(reaction["undo"] or "—"))
     out.print(table)
 
 

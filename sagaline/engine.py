@@ -16,6 +16,7 @@ from . import _celery, _json, ids, telemetry
 from ._runtime import Runtime, describe_error
 from .bus import EventBus
 from .child import SubSaga
+from .choreography import ChoreographySaga
 from .dynamic import added_steps, extend, saga_from_json, saga_to_json
 from .errors import (
     ConfigurationError,
@@ -114,6 +115,8 @@ class Sagaline:
         self.max_recoveries = max_recoveries
         self.supervisor = Supervisor(self)
         self.bus = bus
+        self.choreographies: dict[str, ChoreographySaga] = {}
+        """Choreographed sagas bound to this engine, by name."""
         self.outbox = Outbox(store, bus, lifecycle_events=lifecycle_events)
         self.enabled = enabled
         if bus is not None:

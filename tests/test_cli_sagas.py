@@ -87,3 +87,24 @@ def test_help_lists_the_sagas_command() -> None:
     result = sagaline("--help")
     assert result.returncode == 0
     assert "sagas" in result.stdout
+
+
+def test_sagas_lists_and_shows_a_choreography_with_its_reactions() -> None:
+    """A choreographed saga is discoverable too: its trigger, reactions and their undo."""
+    listed = {s["name"]: s for s in json.loads(sagaline("sagas", "--json").stdout)}
+    assert listed["order_choreography"]["kind"] == "choreography"
+    assert listed["order_choreography"]["steps"] == ["create_order", "reserve_inventory",
+                                                     "process_payment"]
+    result = sagaline("sagas", "order_choreography", "--json")
+    assert result.returncode == 0, result.stderr
+    about = json.loads(result.stdout)
+    assert about["starts_with"] == "checkout.order.placed"
+    assert [(r["on"], r["run"], r["undo"]) for r in about["reactions"]] == [
+        ("checkout.order.placed", "orders.create_order", "orders.cancel_order"),
+        ("checkout.order.accepted", "inventory.reserve_inventory",
+         "inventory.release_inventory"),
+        ("checkout.stock.reserved", "payments.process_payment", "payments.refund_payment"),
+    ]
+    table = sagaline("sagas", "order_choreography")
+    assert table.returncode == 0, table.stderr
+    assert "checkout.payment.declined" in table.stdout
