@@ -36,7 +36,13 @@ from pydantic import BaseModel
 from . import _celery
 from ._runtime import describe_error
 from .child import SubSaga, child_id_of
-from .errors import DeadlineExceededError, RecoveryExhaustedError, SagaNotFoundError, StateError
+from .errors import (
+    DeadlineExceededError,
+    RecoveryExhaustedError,
+    SagaNotFoundError,
+    StateError,
+    UnknownSagaError,
+)
 from .record import DeadLetter, SagaRun, StepRun
 from .saga import Saga
 from .status import Role, SagaStatus, StepStatus
@@ -153,11 +159,17 @@ class Supervisor:
         for saga_id in store.past_deadline(limit):
             error = describe_error(DeadlineExceededError("the saga ran past its deadline",
                                                          saga_id=saga_id), step="")
-            if self._abort(saga_id, "deadline", error) is None:
-                store.client.zrem(f"{store.prefix}index:deadline", saga_id)
-            counts["deadline"] += 1
+            try:
+                if self._abort(saga_id, "deadline", error) is None:
+                    store.client.zrem(f"{store.prefix}index:deadline", saga_id)
+                counts["deadline"] += 1
+            except UnknownSagaError as unknown:
+                counts[self._unknown(saga_id, unknown)] += 1
         for saga_id in store.due(limit):
-            counts[self._recover_one(saga_id)] += 1
+            try:
+                counts[self._recover_one(saga_id)] += 1
+            except UnknownSagaError as unknown:
+                counts[self._unknown(saga_id, unknown)] += 1
             self.engine.outbox.flush(saga_id)
         published = self.engine.outbox.sweep(limit)
         if published:
@@ -168,6 +180,20 @@ class Supervisor:
         if counts:
             log.info("recovery sweep: %s", dict(counts))
         return dict(counts)
+
+    def _unknown(self, saga_id: str, error: UnknownSagaError) -> str:
+        """A due saga whose definition this engine lacks: leave it for an engine that has it.
+
+        One such saga must not stop the sweep for all the others (a deployment may run
+        several apps on one Redis, or an old saga may outlive its definition).
+        """
+        log.error("[saga %s] cannot be recovered here: %s", saga_id, error)
+        store = self.engine.store
+        now = store.client.time()
+        # Look again later rather than at every sweep.
+        store.client.zadd(f"{store.prefix}index:active",
+                          {saga_id: now[0] + store.handoff_s}, xx=True)
+        return "unknown_saga"
 
     def resume(self, saga_id: str) -> str:
         """Drive one unfinished saga on now, whatever its attention time says.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from sagaline import RedisStore, Role, SagaStatus, StepStatus, new_id
+from sagaline import RedisStore, Role, Sagaline, SagaStatus, StepStatus, new_id
 
 
 def test_steps_finishing_at_once_never_lose_each_others_records(store: RedisStore) -> None:
@@ -111,3 +111,20 @@ def test_a_completed_step_claimed_again_gives_its_recorded_result(store: RedisSt
 
     assert (again.kind, again.result, again.cursor) == ("completed", {"id": 7}, 0)
     assert store.load(saga_id).step("a").attempts == 1
+
+
+def test_a_due_saga_of_an_unknown_definition_does_not_stop_the_sweep(engine: Sagaline) -> None:
+    """A running saga whose saga this engine does not know (another app's, or an old one)
+    is logged and looked at again later; the sweep goes on with the others.
+    """
+    store = engine.store
+    saga_id = new_id()
+    store.create(saga_id, name="t_not_here", correlation_id=new_id(), causation_id=None,
+                 inputs={}, plan=["only"])
+    store.client.zadd(f"{store.prefix}index:active", {saga_id: 0})
+    counts = engine.supervisor.recover()
+    assert counts.get("unknown_saga", 0) >= 1
+    later = store.client.zscore(f"{store.prefix}index:active", saga_id)
+    now = store.client.time()[0]
+    assert later is not None and later > now
+    store.client.zrem(f"{store.prefix}index:active", saga_id)
