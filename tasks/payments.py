@@ -21,16 +21,22 @@ class Account(Base):
     balance_cents: Mapped[int] = mapped_column(Integer)
 
 
-class Payment(Base):
-    """Money taken for one order; ``captured``, or ``refunded`` by the compensation."""
+class Charge:
+    """The columns of money taken for one order, once per saga (``saga_key``)."""
 
-    __tablename__ = "payments"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     saga_key: Mapped[str] = mapped_column(String(200), unique=True)
     customer_id: Mapped[str] = mapped_column(String(64))
     order_id: Mapped[int] = mapped_column(Integer)
     amount_cents: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20), default="captured")
+    """``captured``, or ``refunded`` by the compensation."""
+
+
+class Payment(Charge, Base):
+    """Money taken from the customer's balance for one order."""
+
+    __tablename__ = "payments"
 
 
 class BackupCard(Base):
@@ -41,16 +47,10 @@ class BackupCard(Base):
     available_cents: Mapped[int] = mapped_column(Integer)
 
 
-class BackupCharge(Base):
-    """Money charged to a backup card for one order; ``captured`` or ``refunded``."""
+class BackupCharge(Charge, Base):
+    """Money charged to a customer's backup card for one order (the fallback)."""
 
     __tablename__ = "backup_charges"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    saga_key: Mapped[str] = mapped_column(String(200), unique=True)
-    customer_id: Mapped[str] = mapped_column(String(64))
-    order_id: Mapped[int] = mapped_column(Integer)
-    amount_cents: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="captured")
 
 
 class InsufficientFundsError(NonRetryableError):
