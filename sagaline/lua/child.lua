@@ -26,7 +26,8 @@ if redis.call('HGET', STEPS, c .. 'status') == 'waiting' then
   if child_status == 'compensated' or child_status == 'cancelled' then
     redis.call('HSET', STEPS, c .. 'status', 'completed', c .. 'result', result_json,
                c .. 'ended_at', fmt(now))
-    log({at = now, event = 'compensation.completed', step = step})
+    log({at = now, event = 'compensation.completed', step = step,
+         attempt = tonumber(redis.call('HGET', STEPS, c .. 'attempts') or '1')})
   elseif child_status == 'compensation_failed' then
     redis.call('HSET', STEPS, c .. 'status', 'failed', c .. 'error', error_json,
                c .. 'ended_at', fmt(now))
@@ -45,7 +46,8 @@ if child_status == 'completed' then
   redis.call('HSET', STEPS, a .. 'status', 'completed', a .. 'result', result_json,
              a .. 'ended_at', fmt(now))
   redis.call('HSET', SAGA, 'recoveries', '0', 'waiting_on', '', 'updated_at', fmt(now))
-  log({at = now, event = 'action.completed', step = step})
+  log({at = now, event = 'action.completed', step = step,
+       attempt = tonumber(redis.call('HGET', STEPS, a .. 'attempts') or '1')})
   if status == 'running' then
     attention(now + HANDOFF_S)
     return 'completed'

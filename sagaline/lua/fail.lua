@@ -16,6 +16,11 @@ if attempt > 0 and (st ~= 'running' or
     tonumber(redis.call('HGET', STEPS, f .. 'attempts') or '0') ~= attempt) then
   return 'stale'
 end
+if attempt == 0 then
+  -- Failed from outside (the sweep, an errback): log the attempt that was current, if any.
+  attempt = tonumber(redis.call('HGET', STEPS, f .. 'attempts') or '0')
+  if attempt == 0 then attempt = nil end
+end
 local now = now_s()
 local error = cjson.decode(error_json)
 local status = redis.call('HGET', SAGA, 'status')
