@@ -312,7 +312,8 @@ class Sagaline:
                 "it is recorded as failed. Check that the broker is reachable."
             ) from error
         finally:
-            self.outbox.flush(saga_id)
+            # One round: if a worker's relay has the outbox already, it publishes this too.
+            self.outbox.flush(saga_id, rounds=1)
         telemetry.execute(telemetry.SAGA_START, {"system_time_s": time.time()}, {
             "saga": definition.name, "saga_id": saga_id, "correlation_id": cid,
             "traceparent": trace.traceparent, "trace_parent_id": trace.parent_id,

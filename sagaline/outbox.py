@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 
 import redis
 
@@ -57,44 +58,65 @@ class Outbox:
         self._pending: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def flush(self, saga_id: str) -> int:
+    def flush(self, saga_id: str, rounds: int = LOCK_TRIES) -> int:
         """Publish what the saga logged and has not published; how many events went out.
 
         Never raises: a bus or store failure is logged and left for the sweep.
         """
-        try:
-            return self._flush(saga_id)
-        except (redis.RedisError, EventError, OSError) as error:
-            log.warning("[saga %s] events not published yet (%s); the sweep will retry",
-                        saga_id, error)
-            return 0
+        return self.flush_many([saga_id], rounds)
 
-    def _flush(self, saga_id: str) -> int:
-        token = uuid.uuid4().hex
+    def flush_many(self, saga_ids: Iterable[str], rounds: int = LOCK_TRIES) -> int:
+        """Publish what these sagas logged and have not published, in three round trips.
+
+        Claim and read every outbox in one, publish every event in another, record what
+        was published and release the claims in a third. A saga whose outbox another
+        relay holds is asked again shortly. Never raises: a bus or store failure is
+        logged and left for the sweep. Returns how many events went out.
+        """
+        pending = list(dict.fromkeys(saga_ids))
         published = 0
-        for _ in range(LOCK_TRIES):
-            kind, saga, entries, done = self.store.claim_outbox(saga_id, token, LOCK_MS)
-            if kind == "gone":
-                return published
-            if kind == "busy":
-                time.sleep(LOCK_WAIT_S)  # another relay publishes now: ask again after it
-                continue
+        for _ in range(rounds):
+            if not pending:
+                break
             try:
-                events = [
-                    logged.event for logged in derive_events(saga_id, saga, entries, start=done)
-                    if self.lifecycle_events or not logged.lifecycle
-                ]
-                if events and self.bus is not None:
-                    self.bus.publish(*self._registered(saga_id, events), history=False)
-                    published += len(events)
-            except BaseException:
-                self.store.mark_published(saga_id, done, token)  # release the lock only
-                raise
-            if self.store.mark_published(saga_id, len(entries), token) <= 0:
+                sent, pending = self._publish_round(pending)
+            except (redis.RedisError, EventError, OSError) as error:
+                log.warning("events of %d saga(s) not published yet (%s); the sweep will "
+                            "retry", len(pending), error)
                 return published
-        return published  # more is logged still: the next flush or the sweep takes it
+            published += sent
+            if pending:
+                time.sleep(LOCK_WAIT_S)
+        return published
 
-    def _registered(self, saga_id: str, events: list[Event]) -> list[Event]:
+    def _publish_round(self, saga_ids: list[str]) -> tuple[int, list[str]]:
+        """One round; returns the events sent and the sagas to ask again.
+
+        Those are the sagas another relay held, and those that logged more meanwhile.
+        """
+        token = uuid.uuid4().hex
+        claims, busy = self.store.claim_outboxes(saga_ids, token, LOCK_MS)
+        events: list[Event] = []
+        for saga_id, claim in claims.items():
+            events += [
+                logged.event
+                for logged in derive_events(saga_id, claim.saga, claim.entries,
+                                            start=claim.published)
+                if self.lifecycle_events or not logged.lifecycle
+            ]
+        done = {saga_id: claim.published for saga_id, claim in claims.items()}
+        try:
+            if events and self.bus is not None:
+                self.bus.publish(*self._registered(events), history=False)
+        except BaseException:
+            self.store.mark_published(done, token)  # release the claims only
+            raise
+        left = self.store.mark_published(
+            {saga_id: len(claim.entries) for saga_id, claim in claims.items()}, token)
+        sent = len(events) if self.bus is not None else 0
+        return sent, busy + [saga_id for saga_id, n in left.items() if n > 0]
+
+    def _registered(self, events: list[Event]) -> list[Event]:
         """The events the bus's taxonomy knows; an unknown one is logged, never blocking."""
         taxonomy = self.bus.taxonomy if self.bus is not None else None
         if taxonomy is None:
@@ -105,7 +127,7 @@ class Outbox:
                 known.append(event)
             else:
                 log.error("[saga %s] event %s is not in the taxonomy %s: not published",
-                          saga_id, event.name, taxonomy.path)
+                          event.meta.get("saga_id"), event.name, taxonomy.path)
         return known
 
     def flush_soon(self, saga_id: str) -> None:
@@ -137,8 +159,7 @@ class Outbox:
                     batch.add(pending.get_nowait())
                 except queue.Empty:
                     break
-            for saga_id in batch:
-                self.flush(saga_id)
+            self.flush_many(batch)
 
     def sweep(self, limit: int = 200, older_than_s: float = 1.0) -> int:
         """Publish for every saga whose outbox still holds entries; how many events went."""
@@ -147,7 +168,7 @@ class Outbox:
         except redis.RedisError as error:
             log.warning("outbox sweep could not read the index (%s)", error)
             return 0
-        return sum(self.flush(saga_id) for saga_id in due)
+        return self.flush_many(due)
 
     def events_of(self, saga_id: str) -> list[Event]:
         """Every event a saga's log stands for (published or not), in order."""

@@ -54,6 +54,18 @@ _MOVE_INFO = ("saga", "correlation_id", "traceparent", "trace_parent_id", "creat
 
 
 @dataclass(frozen=True)
+class OutboxClaim:
+    """A saga's outbox, locked for one relay: what it needs to publish."""
+
+    saga: dict[str, str]
+    """The saga's name, correlation id and causation id."""
+    entries: list[str]
+    """The whole transition log (earlier entries fix later events' causes)."""
+    published: int
+    """How many entries were published already."""
+
+
+@dataclass(frozen=True)
 class Rollback:
     """A rollback just planned: the compensations to run, in order."""
 
@@ -297,25 +309,42 @@ class RedisStore(SagaRecords):
 
     # -- the event outbox (the transition log) --------------------------------------------
 
-    def claim_outbox(self, saga_id: str, token: str, lock_ms: int
-                     ) -> tuple[str, dict[str, str], list[str], int]:
-        """Lock a saga's outbox for one relay and read it (see ``outbox_claim.lua``).
+    def claim_outboxes(self, saga_ids: Sequence[str], token: str, lock_ms: int
+                       ) -> tuple[dict[str, OutboxClaim], list[str]]:
+        """Lock sagas' outboxes for one relay and read them, in one round trip.
 
-        Returns ``(kind, saga fields, log entries, published count)``; ``kind`` is ``ok``,
-        ``busy`` (another relay holds it) or ``gone``.
+        See ``outbox_claim.lua``. Returns the claims, and the sagas whose outbox another
+        relay holds (a saga that expired is in neither).
         """
-        reply = self._call("outbox_claim", saga_id, token, lock_ms)
-        if reply[0] != "ok":
-            return str(reply[0]), {}, [], 0
-        saga = {"name": reply[2], "correlation_id": reply[3], "causation_id": reply[4]}
-        return "ok", saga, [str(e) for e in reply[5:]], int(reply[1])
+        replies = self._pipelined("outbox_claim", [(i, (token, lock_ms)) for i in saga_ids])
+        claims, busy = {}, []
+        for saga_id, reply in zip(saga_ids, replies, strict=True):
+            if reply[0] == "ok":
+                saga = {"name": reply[2], "correlation_id": reply[3], "causation_id": reply[4]}
+                claims[saga_id] = OutboxClaim(saga, [str(e) for e in reply[5:]], int(reply[1]))
+            elif reply[0] == "busy":
+                busy.append(saga_id)
+        return claims, busy
 
-    def mark_published(self, saga_id: str, count: int, token: str = "") -> int:
-        """Record that ``count`` log entries were published, release ``token``'s lock.
+    def mark_published(self, counts: dict[str, int], token: str = "") -> dict[str, int]:
+        """Record how many log entries of each saga were published, in one round trip.
 
-        Returns how many entries are left to publish.
+        Releases ``token``'s claims too. Returns how many entries each saga has left.
         """
-        return int(self._call("published", saga_id, count, token))
+        replies = self._pipelined("published", [(i, (n, token)) for i, n in counts.items()])
+        return {saga_id: int(left) for saga_id, left in zip(counts, replies, strict=True)}
+
+    def _pipelined(self, script: str, calls: Sequence[tuple[str, tuple[Any, ...]]]
+                   ) -> list[Any]:
+        """Run one script for many sagas in one round trip (scripts that move no status)."""
+        if not calls:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for saga_id, args in calls:
+                self._scripts[script](
+                    keys=self.saga_keys(saga_id), client=pipe,
+                    args=[self.prefix, saga_id, self.retention_s, self.handoff_s, *args])
+            return [reply[0] for reply in pipe.execute()]
 
     # -- injected faults ------------------------------------------------------------------
 
