@@ -28,6 +28,7 @@ from celery import Celery
 from celery.worker import WorkController
 from celery.worker import state as worker_state
 
+from ._celery import SagaCeleryTask
 from .engine import Sagaline
 
 log = logging.getLogger("sagaline.testing")
@@ -222,15 +223,12 @@ def named_queues(engine: Sagaline) -> list[str]:
     return sorted(queues)
 
 
-def operation_task_names(engine: Sagaline) -> set[str]:
-    """The Celery task names of every action and compensation of the engine's sagas."""
-    names: set[str] = set()
-    for saga in engine.registry:
-        for step in saga.steps:
-            for task in (getattr(step, "action", None), getattr(step, "compensation", None)):
-                if task is not None:
-                    names.add(str(task.name))
-    return names
+def is_operation_task(engine: Sagaline, name: str) -> bool:
+    """Whether ``name`` is a saga task of the engine's app.
+
+    That is an action, fallback or compensation of any saga, declared or added at runtime.
+    """
+    return isinstance(engine.app.tasks.get(name), SagaCeleryTask)
 
 
 _ROUTES_LOCK = threading.Lock()
@@ -246,7 +244,7 @@ def install_route(engine: Sagaline, queue: str) -> Callable[..., dict[str, str] 
 
     def route(name: str, args: Any, kwargs: Any, options: Mapping[str, Any],
               task: Any = None, **_: Any) -> dict[str, str] | None:
-        if options.get("queue") or name not in operation_task_names(engine):
+        if options.get("queue") or not is_operation_task(engine, name):
             return None
         return {"queue": queue}
 
