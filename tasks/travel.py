@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Integer, String, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from sagaline import NonRetryableError, StepContext, saga_task
+from sagaline import NonRetryableError, StepContext, event_name, saga_task
 
 from .db import Base, database
 
@@ -51,7 +51,22 @@ def seed_resources(session: Session) -> None:
             session.add(Resource(id=resource_id, kind=kind, available=available))
 
 
+#: What each kind of booking emits when it is made, and when it is cancelled.
+EVENTS = {
+    "flight": (event_name("travel.flight.booked"), event_name("travel.flight.cancelled")),
+    "hotel": (event_name("travel.hotel.booked"), event_name("travel.hotel.cancelled")),
+    "car": (event_name("travel.car.booked"), event_name("travel.car.cancelled")),
+}
+
+
 def _book(ctx: StepContext, kind: str, resource_id: str, traveler: str) -> dict[str, Any]:
+    """Take one of the resource, once per saga; emit that it was booked."""
+    booking = _take(ctx, kind, resource_id, traveler)
+    ctx.emit(EVENTS[kind][0], {"booking_id": booking["booking_id"], "resource_id": resource_id})
+    return booking
+
+
+def _take(ctx: StepContext, kind: str, resource_id: str, traveler: str) -> dict[str, Any]:
     with database.session() as session:
         existing = session.scalar(select(Booking).where(Booking.saga_key == ctx.idempotency_key))
         if existing is not None:
@@ -71,7 +86,8 @@ def _book(ctx: StepContext, kind: str, resource_id: str, traveler: str) -> dict[
         return {"booking_id": booking.id, kind: resource_id}
 
 
-def _cancel(ctx: StepContext) -> dict[str, Any]:
+def _cancel(ctx: StepContext, kind: str) -> dict[str, Any]:
+    """Give back what the step's action took, once; emit that it was cancelled."""
     with database.session() as session:
         booking = session.scalar(select(Booking).where(Booking.saga_key == ctx.action_key))
         if booking is None or booking.status == "cancelled":
@@ -82,56 +98,41 @@ def _cancel(ctx: StepContext) -> dict[str, Any]:
             .values(available=Resource.available + 1)
         )
         booking.status = "cancelled"
+        ctx.emit(EVENTS[kind][1], {"booking_id": booking.id})
         return {"cancelled": True, "booking_id": booking.id}
 
 
 @saga_task("travel.book_flight")
 def book_flight(ctx: StepContext, flight_id: str, traveler: str) -> dict[str, Any]:
     """Hold a seat on the flight."""
-    booking = _book(ctx, "flight", flight_id, traveler)
-    ctx.emit("travel.flight.booked", {"booking_id": booking["booking_id"],
-                                      "resource_id": flight_id})
-    return booking
+    return _book(ctx, "flight", flight_id, traveler)
 
 
 @saga_task("travel.cancel_flight")
 def cancel_flight(ctx: StepContext) -> dict[str, Any]:
     """Give the seat back."""
-    cancelled = _cancel(ctx)
-    if cancelled["cancelled"]:
-        ctx.emit("travel.flight.cancelled", {"booking_id": cancelled["booking_id"]})
-    return cancelled
+    return _cancel(ctx, "flight")
 
 
 @saga_task("travel.book_hotel")
 def book_hotel(ctx: StepContext, hotel_id: str, traveler: str) -> dict[str, Any]:
     """Hold a room at the hotel."""
-    booking = _book(ctx, "hotel", hotel_id, traveler)
-    ctx.emit("travel.hotel.booked", {"booking_id": booking["booking_id"], "resource_id": hotel_id})
-    return booking
+    return _book(ctx, "hotel", hotel_id, traveler)
 
 
 @saga_task("travel.cancel_hotel")
 def cancel_hotel(ctx: StepContext) -> dict[str, Any]:
     """Give the room back."""
-    cancelled = _cancel(ctx)
-    if cancelled["cancelled"]:
-        ctx.emit("travel.hotel.cancelled", {"booking_id": cancelled["booking_id"]})
-    return cancelled
+    return _cancel(ctx, "hotel")
 
 
 @saga_task("travel.rent_car")
 def rent_car(ctx: StepContext, car_id: str, traveler: str) -> dict[str, Any]:
     """Hold a car of the class."""
-    booking = _book(ctx, "car", car_id, traveler)
-    ctx.emit("travel.car.booked", {"booking_id": booking["booking_id"], "resource_id": car_id})
-    return booking
+    return _book(ctx, "car", car_id, traveler)
 
 
 @saga_task("travel.cancel_car")
 def cancel_car(ctx: StepContext) -> dict[str, Any]:
     """Give the car back."""
-    cancelled = _cancel(ctx)
-    if cancelled["cancelled"]:
-        ctx.emit("travel.car.cancelled", {"booking_id": cancelled["booking_id"]})
-    return cancelled
+    return _cancel(ctx, "car")
