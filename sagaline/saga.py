@@ -292,10 +292,6 @@ class Saga:
             return resolve_all(self.returns, inputs, results)
         return self.returns.resolve(inputs, results)
 
-    def compensation_table(self) -> list[tuple[str, bool]]:
-        """``(step name, has a compensation)`` in forward order."""
-        return [(s.name, s.compensation is not None) for s in self.steps]
-
     def rollback_table(self) -> list[list[str | bool]]:
         """Per step, in forward order, what planning a rollback needs (``_prelude.lua``).
 

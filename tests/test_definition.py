@@ -50,7 +50,7 @@ def test_a_well_formed_saga_declares_and_exposes_its_steps() -> None:
     ], returns=FromStep("use"))
     assert [s.name for s in saga.steps] == ["make", "use"]
     assert saga.step("use").results_needed() == ["make"]
-    assert saga.compensation_table() == [("make", True), ("use", False)]
+    assert [row[:2] for row in saga.rollback_table()] == [["make", True], ["use", False]]
     assert saga.build_result({}, {"use": "x"}) == "x"
 
 

@@ -22,7 +22,7 @@ from sagaline import (
 )
 from sagaline.outbox import Outbox
 from tasks.audit import audit_trail
-from tests.conftest import ROOT
+from tests.conftest import DATA_DIR, ROOT
 from tests.test_order_saga import fresh_shop, order
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -203,7 +203,10 @@ def test_the_audit_subscriber_gets_each_event_once(engine: Sagaline) -> None:
     again = next(e for e in stream_events(engine, cid) if e.name == "orders.order.created")
     engine.bus.publish(again)
     engine.bus.publish(again)
-    time.sleep(2)
+    dropped = (f"event {again.id} (orders.order.created) already handled by "
+               "audit.record_event: dropped")
+    wait_for(lambda: (DATA_DIR / "main.log").read_text().count(dropped) >= 2,
+             what="both second deliveries dropped by the subscriber")
     trail = audit_trail(cid)
     assert [a.deliveries for a in trail if a.event_id == again.id] == [1]
 

@@ -76,6 +76,13 @@ local function conclude(old, final, at, extra)
   redis.call('PUBLISH', P .. 'saga:' .. ID .. ':done', final)
 end
 
+-- Keep a compensation that gave up where an operator sees it (``sagaline dead-letters``).
+local function dead_letter(step, error, attempts, at)
+  redis.call('HSET', P .. 'dead_letters', ID .. ':' .. step, cjson.encode({
+    saga_id = ID, saga = redis.call('HGET', SAGA, 'name'), step = step,
+    error = error, attempts = attempts, at = at}))
+end
+
 -- Once every planned compensation reached a final state, the saga ends: compensated (or
 -- cancelled, when that was the intent) if all were undone, else compensation_failed.
 local function maybe_conclude_compensation(at)

@@ -31,9 +31,7 @@ if redis.call('HGET', STEPS, c .. 'status') == 'waiting' then
   elseif child_status == 'compensation_failed' then
     redis.call('HSET', STEPS, c .. 'status', 'failed', c .. 'error', error_json,
                c .. 'ended_at', fmt(now))
-    redis.call('HSET', P .. 'dead_letters', ID .. ':' .. step, cjson.encode({
-      saga_id = ID, saga = redis.call('HGET', SAGA, 'name'), step = step,
-      error = cjson.decode(error_json), attempts = 1, at = now}))
+    dead_letter(step, cjson.decode(error_json), 1, now)
     log({at = now, event = 'compensation.failed', step = step, error = cjson.decode(error_json)})
   else
     return 'stale'

@@ -57,10 +57,7 @@ if role == 'action' and ARGV[10] == '1' then
   return 'fallback'
 end
 if role == 'compensation' then
-  local attempts = tonumber(redis.call('HGET', STEPS, f .. 'attempts') or '0')
-  redis.call('HSET', P .. 'dead_letters', ID .. ':' .. step, cjson.encode({
-    saga_id = ID, saga = redis.call('HGET', SAGA, 'name'), step = step,
-    error = error, attempts = attempts, at = now}))
+  dead_letter(step, error, tonumber(redis.call('HGET', STEPS, f .. 'attempts') or '0'), now)
   if not maybe_conclude_compensation(now) then attention(now + HANDOFF_S) end
 else
   attention(now + HANDOFF_S)
