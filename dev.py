@@ -3,7 +3,7 @@
 
     python3 dev.py demo     a real saga on a real worker, on the embedded Redis
     python3 dev.py test     the whole test suite
-    python3 dev.py check    ruff, mypy and the events lint of the code
+    python3 dev.py check    ruff, mypy, the import layers (lint-imports) and the events lint
     python3 dev.py events   the events lint of the code and of the events the last test
                             session emitted (var/test-events.jsonl)
     python3 dev.py worker   a worker (pass celery options after it)
@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
             return 1
         return run("sagaline", "events", "lint", "--emitted", str(emitted), *rest)
     return (run("ruff", "check", "sagaline", "sagas", "tasks", "config", "tests", "benchmarks")
-            or run("mypy") or run("sagaline", "events", "lint"))
+            or run("mypy") or run("lint-imports") or run("sagaline", "events", "lint"))
 
 
 if __name__ == "__main__":

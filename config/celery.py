@@ -12,7 +12,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from sagaline import EmbeddedRedis, EventBus, RedisStore, Sagaline, Taxonomy
-from sagaline.urls import backend_url, broker_url
+from sagaline.store.urls import backend_url, broker_url
 from sagas import CHOREOGRAPHIES, SAGAS
 from tasks import SUBSCRIBERS
 from tasks.db import database

@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import update
 
 from sagaline import SagaStatus
-from sagaline.demo import DemoScenario
+from sagaline.cli.demo import DemoScenario
 from tasks.db import database
 from tasks.inventory import Product
 from tasks.payments import BACKUP_LIMIT_CENTS, Account, BackupCard

@@ -5,14 +5,13 @@ for good, the completed steps are undone in reverse by their compensations, each
 task too; Redis records every transition.
 """
 
-from . import telemetry
-from .bus import EventBus, Subscription, subscriber
-from .child import SubSaga
-from .context import StepContext
-from .dynamic import SagaBuilder, add_steps
-from .embedded import EmbeddedRedis, EmbeddedRedisError
-from .engine import SagaHandle, Sagaline
-from .errors import (
+from sagaline import telemetry
+from sagaline.child import SubSaga
+from sagaline.choreography import ChoreographySaga, Reaction
+from sagaline.context import StepContext
+from sagaline.dynamic import SagaBuilder, add_steps
+from sagaline.engine import SagaHandle, Sagaline
+from sagaline.errors import (
     ConfigurationError,
     DeadlineExceededError,
     DefinitionError,
@@ -36,26 +35,27 @@ from .errors import (
     UnknownSagaError,
     WaitTimeoutError,
 )
-from .events import Event, event_name
-from .ids import new_id
-from .parallel import Parallel
-from .policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, NO_RETRY, RetryPolicy
-from .record import DeadLetter, ErrorInfo, OperationRun, SagaRun, StepRun, Transition
-from .refs import Const, FromInput, FromStep
-from .registry import SagaRegistry
-from .saga import Saga
-from .status import Role, SagaStatus, StepStatus
-from .step import Fallback, Step
-from .store import RedisStore
-from .supervisor import StuckSaga, Supervisor
-from .task import SagaTask, saga_task
-from .taxonomy import EventType, Taxonomy
+from sagaline.events import Event, EventBus, EventType, Subscription, Taxonomy, subscriber
+from sagaline.ids import new_id
+from sagaline.naming import event_name
+from sagaline.outcome import DeadLetter, ErrorInfo, OperationRun, SagaRun, StepRun, Transition
+from sagaline.parallel import Parallel
+from sagaline.policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, NO_RETRY, RetryPolicy
+from sagaline.refs import Const, FromInput, FromStep, Ref
+from sagaline.registry import SagaRegistry
+from sagaline.runtime import StuckSaga, Supervisor
+from sagaline.saga import Saga
+from sagaline.status import Role, SagaStatus, StepStatus
+from sagaline.step import Fallback, Step
+from sagaline.store import EmbeddedRedis, EmbeddedRedisError, RedisStore
+from sagaline.task import SagaTask, saga_task
 
 __all__ = [
     # declaring
     "Const",
     "FromInput",
     "FromStep",
+    "Ref",
     "RetryPolicy",
     "DEFAULT_RETRY",
     "DEFAULT_COMPENSATION_RETRY",
@@ -70,6 +70,8 @@ __all__ = [
     "StepContext",
     "SubSaga",
     "saga_task",
+    "ChoreographySaga",
+    "Reaction",
     # running
     "EmbeddedRedis",
     "RedisStore",

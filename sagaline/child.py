@@ -7,14 +7,14 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from .context import StepContext
-from .errors import StateError
-from .refs import Ref
-from .step import Step
-from .task import saga_task
+from sagaline.context import StepContext
+from sagaline.errors import StateError
+from sagaline.refs import Ref
+from sagaline.step import Step
+from sagaline.task import saga_task
 
 if TYPE_CHECKING:
-    from .saga import Saga
+    from sagaline.saga import Saga
 
 _CHILD_IDS = uuid.UUID("6f1c2b8e-5d0a-4c1e-9f3b-2a7d8e4c6b10")
 

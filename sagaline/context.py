@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _json
-from .errors import InvalidEventError, SagaCancelledError
-from .events import name_problems
-from .status import Role
+from sagaline import codec
+from sagaline.errors import InvalidEventError, SagaCancelledError
+from sagaline.naming import name_problems
+from sagaline.status import Role
 
 #: The header names under which outside calls carry the flow's ids.
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -90,7 +90,7 @@ class StepContext:
             InvalidEventError: The name breaks the convention or is not in the taxonomy,
                 or the payload does not match its schema.
         """
-        body = _json.jsonable(payload or {})
+        body = codec.jsonable(payload or {})
         problems = self.event_check(name, body)
         if problems:
             raise InvalidEventError(f"step {self.step} cannot emit {name!r}: "

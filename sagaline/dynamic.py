@@ -16,13 +16,13 @@ from typing import Any
 
 from pydantic import BaseModel, create_model
 
-from .errors import DefinitionError
-from .parallel import Parallel
-from .policy import RetryPolicy
-from .refs import Const, FromInput, FromStep, Ref
-from .saga import Element, Saga
-from .step import Step
-from .task import SagaTask
+from sagaline.errors import DefinitionError
+from sagaline.parallel import Parallel
+from sagaline.policy import RetryPolicy
+from sagaline.refs import Const, FromInput, FromStep, Ref
+from sagaline.saga import Element, Saga
+from sagaline.step import Step
+from sagaline.task import SagaTask
 
 #: The key of a step's result under which it lists the steps it adds.
 ADDED_STEPS = "add_steps"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sagaline import codec
+
 
 class SagaError(Exception):
     """Raised for every error of Sagaline's own; catch this to catch them all."""
@@ -85,9 +87,11 @@ class WaitTimeoutError(SagaError):
 class StepError(SagaError):
     """Raised for a failure inside a step; carries the saga id and step name."""
 
-    def __init__(self, message: str, *, saga_id: str = "", step: str = "") -> None:
+    def __init__(self, message: str, *, saga_id: str = "", step: str = "",
+                 details: dict[str, Any] | None = None) -> None:
         self.saga_id = saga_id
         self.step = step
+        self.details = details or {}
         super().__init__(message)
 
 
@@ -129,3 +133,20 @@ class NonRetryableError(SagaError):
     def __init__(self, message: str, **details: Any) -> None:
         self.details = details
         super().__init__(message)
+
+
+def describe_error(error: BaseException, *, step: str | None, attempt: int | None = None,
+                   retryable: bool | None = None) -> dict[str, Any]:
+    """An error in the form the store records: type, message, step, attempt, details.
+
+    Every recorded error is built here, so its ``type`` is always the class's dotted path.
+    """
+    details = getattr(error, "details", None)
+    return {
+        "type": f"{type(error).__module__}.{type(error).__qualname__}",
+        "message": str(error) or type(error).__name__,
+        "step": step,
+        "attempt": attempt,
+        "retryable": retryable,
+        "details": codec.jsonable(details) if isinstance(details, dict) else {},
+    }

@@ -1,12 +1,13 @@
-"""Identifiers: UUIDv7 for saga runs and correlation ids."""
+"""Identifiers: UUIDv7 for saga runs, correlation ids and ids derived from a record."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import uuid6
 
-from .errors import InvalidCorrelationIdError
+from sagaline.errors import InvalidCorrelationIdError
 
 
 def new_id() -> str:
@@ -46,3 +47,18 @@ def _checked(given: str | None, what: str, fix: str) -> str:
         return str(uuid.UUID(str(given)))
     except (ValueError, AttributeError, TypeError):
         raise InvalidCorrelationIdError(f"{what} {given!r} is not a UUID; {fix}") from None
+
+
+def derived_id(at_s: float, *parts: str) -> str:
+    """A UUIDv7 fixed by a time and some parts: the same inputs give the same id.
+
+    Events derived from a saga's transition log get their ids this way (from the entry's
+    time, the saga id and the entry's position), so publishing an entry again after a
+    failure gives the same id, and subscribers can drop the duplicate.
+    """
+    digest = hashlib.sha256("|".join(parts).encode()).digest()
+    millis = int(at_s * 1000) & ((1 << 48) - 1)
+    rand_a = int.from_bytes(digest[:2], "big") & 0x0FFF
+    rand_b = int.from_bytes(digest[2:10], "big") & ((1 << 62) - 1)
+    value = (millis << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
+    return str(uuid.UUID(int=value))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import DefinitionError
-from .step import STEP_NAME, Step
+from sagaline.errors import DefinitionError
+from sagaline.step import STEP_NAME, Step
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from .errors import DefinitionError
+from sagaline.errors import DefinitionError
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from .engine import Sagaline
-from .testing import InProcessWorker, SagaTestHarness, worker_for
+from sagaline.engine import Sagaline
+from sagaline.testing import InProcessWorker, SagaTestHarness, worker_for
 
 __all__ = ["saga_harness", "saga_harness_worker", "sagaline_engine"]
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .errors import DefinitionError, UnknownSagaError
-from .policy import RetryPolicy
-from .refs import Const, FromInput, FromStep
-from .saga import Saga
-from .task import SagaTask
+from sagaline.errors import DefinitionError, UnknownSagaError
+from sagaline.policy import RetryPolicy
+from sagaline.refs import Const, FromInput, FromStep
+from sagaline.saga import Saga
+from sagaline.task import SagaTask
 
 
 class PolicyDescription(BaseModel):

@@ -10,11 +10,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import DefinitionError, InvalidInputError
-from .parallel import Parallel
-from .policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, RetryPolicy
-from .refs import FromInput, FromStep, Ref, resolve_all, steps_referenced
-from .step import Step
+from sagaline.errors import DefinitionError, InvalidInputError
+from sagaline.parallel import Parallel
+from sagaline.policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, RetryPolicy
+from sagaline.refs import FromInput, FromStep, Ref, resolve_all, steps_referenced
+from sagaline.step import Step
 
 Element = Step | Parallel
 """One element of a saga's steps: a step, or a group of steps that run at once."""

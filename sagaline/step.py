@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
 
-from .errors import DefinitionError
-from .policy import RetryPolicy
-from .refs import Const, FromInput, FromStep, Ref, steps_referenced
-from .status import Role
-from .task import SagaTask
+from sagaline.errors import DefinitionError
+from sagaline.policy import RetryPolicy
+from sagaline.refs import Const, FromInput, FromStep, Ref, steps_referenced
+from sagaline.status import Role
+from sagaline.task import SagaTask
 
 STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-from .errors import DefinitionError
+from sagaline.errors import DefinitionError
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -50,7 +50,7 @@ from typing import Any, Protocol
 
 from opentelemetry import trace as otel_trace
 
-from . import _json
+from sagaline import codec
 
 log = logging.getLogger("sagaline.telemetry")
 
@@ -205,8 +205,8 @@ def announce_moves(saga_id: str, moves: list[str], info: Mapping[str, str]) -> N
         "saga": info["saga"], "saga_id": saga_id, "correlation_id": info["correlation_id"],
         "traceparent": info["traceparent"], "trace_parent_id": info["trace_parent_id"],
         "created_at": created, "at": at, "failed_step": info["failed_step"] or None,
-        "error": _json.loads(info["error"] or "null"),
-        "total": len(_json.loads(info["plan"] or "[]")),
+        "error": codec.loads(info["error"] or "null"),
+        "total": len(codec.loads(info["plan"] or "[]")),
     }
     for move in moves:
         old, new = move.split(">")

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from sagaline import DefinitionError, Event, Sagaline
 from sagaline.choreography import ChoreographySaga, Reaction
-from sagaline.trace import trace_flow
+from sagaline.events.trace import trace_flow
 from sagas.order_choreography import order_choreography
 from sagas.order_processing import OrderInput
 from tasks.db import database
@@ -27,11 +27,11 @@ pytestmark = pytest.mark.usefixtures("worker")
 def flow_events(engine: Sagaline, cid: str, last: str, timeout: float = 20) -> list[Event]:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        events = trace_flow(engine, cid).events
+        events = trace_flow(engine.store, engine.outbox, engine.bus, cid).events
         if any(e.name == last for e in events):
             return sorted(events, key=lambda e: (e.occurred_at, e.id))
         time.sleep(0.1)
-    names = [e.name for e in trace_flow(engine, cid).events]
+    names = [e.name for e in trace_flow(engine.store, engine.outbox, engine.bus, cid).events]
     raise AssertionError(f"{last} not published; got {names}")
 
 
@@ -89,7 +89,7 @@ def test_a_declined_payment_undoes_what_the_other_participants_did(engine: Sagal
                                              "orders.order.cancelled"]
     assert all(e.causation_id == declined.id for e in undos)
     assert "checkout.payment.charged" not in {e.name for e in events}
-    tree = trace_flow(engine, cid)
+    tree = trace_flow(engine.store, engine.outbox, engine.bus, cid)
     assert [n.event.name for n in tree.roots[events[0].causation_id]] == [
         "checkout.order.placed"]
 

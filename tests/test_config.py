@@ -9,7 +9,7 @@ from celery import Celery
 
 from config.settings import Settings, unknown_variables
 from sagaline import ConfigurationError, EmbeddedRedis, RedisStore, Sagaline
-from sagaline.urls import backend_url, broker_url
+from sagaline.store.urls import backend_url, broker_url
 
 
 def test_a_misspelled_setting_is_named_with_a_suggestion() -> None:

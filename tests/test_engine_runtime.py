@@ -9,9 +9,9 @@ import time
 import pytest
 
 from sagaline import InvalidCorrelationIdError, InvalidInputError, Sagaline, SagaStatus, StepStatus
-from sagaline._celery import ENVELOPE
-from sagaline._runtime import Envelope
+from sagaline.runtime import Envelope
 from sagaline.status import Role
+from sagaline.transport import ENVELOPE
 
 pytestmark = pytest.mark.usefixtures("worker")
 

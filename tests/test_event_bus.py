@@ -20,7 +20,7 @@ from sagaline import (
     SagasDisabledError,
     SagaStatus,
 )
-from sagaline.outbox import Outbox
+from sagaline.events.outbox import Outbox
 from tasks.audit import audit_trail
 from tests.conftest import DATA_DIR, ROOT
 from tests.test_order_saga import fresh_shop, order

@@ -12,9 +12,10 @@ import pytest
 from pydantic import ValidationError
 
 from sagaline import Event, InvalidEventError, Taxonomy, TaxonomyError, event_name
-from sagaline.events import derived_id, name_problems
-from sagaline.lifecycle import LIFECYCLE_NAMES
-from sagaline.lint import lint
+from sagaline.events.lifecycle import LIFECYCLE_NAMES
+from sagaline.events.lint import lint
+from sagaline.ids import derived_id
+from sagaline.naming import name_problems
 from tests.conftest import ROOT
 
 TAXONOMY = ROOT / "events.toml"
@@ -125,7 +126,7 @@ def test_lint_fails_on_a_present_tense_name() -> None:
 
 
 def test_lint_passes_on_the_project_and_finds_its_names() -> None:
-    from sagaline.lint import names_in_code
+    from sagaline.events.lint import names_in_code
 
     assert lint(TAXONOMY, PROJECT) == []
     found = {use.name for use in names_in_code(PROJECT)}

@@ -26,8 +26,8 @@ from typing import Any
 
 from celery.signals import task_postrun, task_prerun
 
-from .. import telemetry
-from .._celery import CORRELATION_HEADER, SAGA_ID_HEADER, TRACE_HEADER
+from sagaline import telemetry
+from sagaline.runtime.message import CORRELATION_HEADER, SAGA_ID_HEADER, TRACE_HEADER
 
 LOGGER_NAME = "sagaline.transitions"
 HANDLER_ID = "sagaline.exporters.logs"

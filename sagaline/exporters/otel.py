@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 
-from .. import telemetry
+from sagaline import telemetry
 
 HANDLER_ID = "sagaline.exporters.otel"
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)

@@ -31,7 +31,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, v
 from prometheus_client import start_http_server as _start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .. import telemetry
+from sagaline import telemetry
 
 HANDLER_ID = "sagaline.exporters.prometheus"
 #: Seconds: from a quick database write to an hour-long training step.

@@ -1,0 +1,330 @@
+"""One delivery of a step message: claim an attempt, run it, record it, go on.
+
+Steps 2 to 4 of the algorithm in :mod:`sagaline.runtime`. The transport hands each
+delivery to :meth:`Runtime.deliver` and each final failure to :meth:`Runtime.step_failed`
+or :meth:`Runtime.compensation_failed`; it turns the two signals, :class:`RetryIn` and
+:class:`Skip`, into its own retry and drop. After each of the three, :meth:`Runtime.after`
+does the chores of a delivery: it settles child sagas that ended and publishes events.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sagaline import codec, telemetry
+from sagaline.child import SubSaga, child_id_of
+from sagaline.context import StepContext
+from sagaline.dynamic import added_steps, extend
+from sagaline.errors import InjectedFaultError, describe_error
+from sagaline.events.outbox import Outbox
+from sagaline.policy import RetryPolicy
+from sagaline.refs import Ref, resolve_all, steps_referenced
+from sagaline.runtime.children import Children
+from sagaline.runtime.driver import Driver, group_spec
+from sagaline.runtime.heartbeat import Heartbeat
+from sagaline.runtime.message import Envelope, RetryIn, Skip
+from sagaline.saga import Saga
+from sagaline.status import Role
+from sagaline.step import Step
+from sagaline.store.claim import Claim
+from sagaline.store.redis import RedisStore
+
+log = logging.getLogger("sagaline.runtime")
+
+#: Longest wait before a message that found a live lease looks again.
+BUSY_RECHECK_MAX_S = 2.0
+
+#: Checks an event a step is about to emit: what is wrong with it (empty: nothing).
+EventCheck = Callable[[str, dict[str, Any]], list[str]]
+
+
+@dataclass
+class Delivery:
+    """What one delivery leaves for :meth:`Runtime.after` to do."""
+
+    saga_id: str
+    """The saga the message was for (its events are published after)."""
+    children: bool = False
+    """Whether a child saga may have ended (then the ended children are settled)."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one operation needs before it is claimed."""
+
+    saga: Saga
+    step: Step
+    index: int
+    refs: Mapping[str, Ref]
+    needed: list[str]
+    policy: RetryPolicy
+    last: bool
+
+
+def _operation_span(envelope: Envelope, saga: Saga, index: int, attempt: int,
+                    correlation_id: str) -> telemetry.OperationSpan:
+    """Tell telemetry an attempt starts; the span then reports its stop or exception."""
+    scope = telemetry.current_scope()
+    return telemetry.OperationSpan(("sagaline", "compensation" if envelope.role is
+                                    Role.COMPENSATION else "step"), {
+        "saga": saga.name, "saga_id": envelope.saga_id, "correlation_id": correlation_id,
+        "step": envelope.step, "role": envelope.role.value, "position": index + 1,
+        "total": len(saga.steps), "attempt": attempt,
+        "traceparent": scope.traceparent if scope else "",
+    })
+
+
+class Runtime:
+    """Runs the deliveries of step messages.
+
+    Args:
+        store: Where runs are recorded.
+        driver: Decides and sends what runs next.
+        children: Starts, undoes and settles child sagas.
+        outbox: Publishes the events a delivery logged.
+        lease_s: How long an attempt's claim lasts without a heartbeat.
+        check_event: Checks each event a step emits.
+    """
+
+    def __init__(self, store: RedisStore, driver: Driver, children: Children, outbox: Outbox,
+                 *, lease_s: float, check_event: EventCheck) -> None:
+        """Run deliveries against ``store``, going on with ``driver``."""
+        self.store = store
+        self.driver = driver
+        self.children = children
+        self.outbox = outbox
+        self.lease_s = lease_s
+        self.check_event = check_event
+
+    # -- the transport's three entries ----------------------------------------------------
+
+    def deliver(self, envelope: Envelope, call: Callable[..., Any]) -> Any:
+        """Run one delivery of a step message, then its chores.
+
+        Args:
+            envelope: The message's ids.
+            call: Calls the operation's function with ``(ctx, **arguments)``; a transport
+                raises :class:`~sagaline.errors.StepTimeoutError` from it when the attempt
+                ran out of time.
+
+        Raises:
+            RetryIn: The message must come back later.
+            Skip: The message must be dropped.
+        """
+        delivery = Delivery(envelope.saga_id)
+        try:
+            return self.execute(envelope, call, delivery)
+        finally:
+            self.after(delivery)
+
+    def step_failed(self, envelope: Envelope, exc: BaseException) -> None:
+        """An action failed for good (the errback): fail the saga once, roll it back."""
+        try:
+            self.driver.step_failed(envelope, exc)
+        finally:
+            self.after(Delivery(envelope.saga_id, children=True))
+
+    def compensation_failed(self, envelope: Envelope, exc: BaseException) -> None:
+        """A compensation failed for good (its errback): record it, go on with the rest."""
+        try:
+            self.driver.compensation_failed(envelope, exc)
+        finally:
+            self.after(Delivery(envelope.saga_id, children=True))
+
+    def after(self, delivery: Delivery) -> None:
+        """The chores after a delivery: settle ended child sagas, publish the events."""
+        try:
+            if delivery.children:
+                self.children.drain()
+        finally:
+            self.outbox.flush_soon(delivery.saga_id)
+
+    # -- one delivery ----------------------------------------------------------------------
+
+    def execute(self, envelope: Envelope, call: Callable[..., Any], delivery: Delivery) -> Any:
+        """Claim an attempt, run it and record it; see :mod:`sagaline.runtime`, step 2."""
+        plan = self._plan(envelope)
+        claim = self.store.begin(envelope.saga_id, envelope.role, plan.step.name,
+                                 index=plan.index, lease_s=self.lease_s, needed=plan.needed)
+        if claim.kind == "completed":
+            group = plan.saga.group_of(plan.step.name)
+            in_chain = envelope.role is Role.ACTION and group is None
+            if (in_chain and claim.cursor > plan.index) or envelope.role is Role.FALLBACK \
+                    or group:
+                raise Skip(f"{plan.step.name} completed and the saga went on: a duplicate "
+                           "message")
+            return claim.result
+        if claim.kind == "busy":
+            raise RetryIn(min(claim.wait_s + 0.1, BUSY_RECHECK_MAX_S))
+        if claim.kind != "run":
+            raise Skip(f"{envelope.role.value} {plan.step.name} not run: {claim.kind} "
+                       f"{claim.saga_status}")
+        delivery.children = bool(claim.parent_id) or isinstance(plan.step, SubSaga)
+        ctx, result, added = self._run(envelope, plan, claim, call)
+        return self._record(envelope, plan, claim, ctx, result, added)
+
+    def _plan(self, envelope: Envelope) -> _Plan:
+        """The operation's definition, arguments, results it reads and retry policy."""
+        saga = self.driver.definition_of(envelope.saga, envelope.saga_id)
+        step = saga.step(envelope.step)
+        index = saga.index_of(step.name)
+        role = envelope.role
+        if role is Role.COMPENSATION:
+            undo = step.undo_args
+            if envelope.undoes_fallback and step.fallback is not None:
+                undo = step.fallback.undo_args(step.name)
+            return _Plan(saga, step, index, undo, steps_referenced(undo),
+                         saga.compensation_retry_for(step), False)
+        last = saga.is_last(step.name)
+        refs, policy = step.args, saga.retry_for(step)
+        if role is Role.FALLBACK and step.fallback is not None:
+            refs, policy = step.fallback.args, step.fallback.retry or saga.retry
+        needed = steps_referenced(refs)
+        if last:
+            needed += [s for s in saga.results_for_return() if s not in needed]
+        return _Plan(saga, step, index, refs, [s for s in needed if s != step.name], policy,
+                     last)
+
+    def _run(self, envelope: Envelope, plan: _Plan, claim: Claim, call: Callable[..., Any]
+             ) -> tuple[StepContext, Any, list[Step]]:
+        """Run the claimed attempt under its lease; on failure, :meth:`_failed` decides."""
+        assert claim.inputs is not None and claim.results is not None
+        step, role = plan.step, envelope.role
+        heartbeat = Heartbeat(self.store, envelope.saga_id, role, step.name, claim.attempt,
+                              self.lease_s)
+        ctx = StepContext(
+            saga_id=envelope.saga_id, saga_name=plan.saga.name, step=step.name, role=role,
+            attempt=claim.attempt, correlation_id=claim.correlation_id,
+            cancel_check=heartbeat.should_stop, undoes_fallback=envelope.undoes_fallback,
+            causation_id=claim.started_event or None, event_check=self.check_event,
+            source=getattr(step.task_for(role, envelope.undoes_fallback), "name", step.name),
+        )
+        span = _operation_span(envelope, plan.saga, plan.index, claim.attempt,
+                               claim.correlation_id)
+        try:
+            arguments = resolve_all(plan.refs, claim.inputs, claim.results)
+            if claim.fault:
+                raise InjectedFaultError(claim.fault, saga_id=envelope.saga_id, step=step.name)
+            if isinstance(step, SubSaga):
+                self._run_child(envelope, step, claim, arguments)
+            with heartbeat:
+                result = codec.jsonable(call(ctx, **arguments))
+            added = added_steps(step, result, self.driver.tasks) if role is Role.ACTION else []
+        except Skip:
+            raise
+        except Exception as error:
+            span.exception(error, retrying=plan.policy.should_retry(error, claim.attempt))
+            self._failed(plan, envelope, claim.attempt, error)
+            raise
+        span.stop()
+        return ctx, result, added
+
+    def _run_child(self, envelope: Envelope, step: SubSaga, claim: Claim,
+                   inputs: dict[str, Any]) -> None:
+        """Start the step's child saga (or its rollback) and let the worker go."""
+        child_id = child_id_of(envelope.saga_id, step.name)
+        if envelope.role is Role.COMPENSATION:
+            if not self.store.wait_for_child(envelope.saga_id, envelope.role, step.name,
+                                             attempt=claim.attempt, child_id=child_id):
+                raise Skip(f"compensation of {step.name} lost its claim")
+            self.children.undo(step.child, child_id)
+            raise Skip(f"{step.name}: the rollback of child saga {child_id} runs; its end "
+                       "goes on with this one's")
+        values = step.child.validate_inputs(inputs)
+        if not self.store.wait_for_child(envelope.saga_id, envelope.role, step.name,
+                                         attempt=claim.attempt, child_id=child_id):
+            raise Skip(f"{step.name} lost its claim")
+        self.children.start(step.child, values, child_id, parent=(envelope.saga_id, step.name),
+                            correlation_id=claim.correlation_id,
+                            causation_id=claim.started_event)
+        raise Skip(f"{step.name} waits for child saga {child_id}; its end goes on with this one")
+
+    # -- recording it, and going on ---------------------------------------------------------
+
+    def _record(self, envelope: Envelope, plan: _Plan, claim: Claim, ctx: StepContext,
+                result: Any, added: list[Step]) -> Any:
+        """Record a completed attempt and drive the saga on (step 2c-2f of the algorithm)."""
+        saga_id, role, step = envelope.saga_id, envelope.role, plan.step
+        saga, last = plan.saga, plan.last
+        if role is Role.COMPENSATION:
+            outcome = self.store.complete(saga_id, role, step.name, attempt=claim.attempt,
+                                          result=result, events=ctx.emitted)
+            self._check_outcome(envelope, outcome, claim.attempt)
+            if outcome == "continue":
+                self.driver.continue_rollback(saga_id)
+            return result
+        group = saga.group_of(step.name)
+        if group is not None:
+            outcome, start = self.store.complete_branch(
+                saga_id, role, step.name, attempt=claim.attempt, result=result,
+                group=group_spec(group), events=ctx.emitted)
+            self._check_outcome(envelope, outcome, claim.attempt)
+            self.driver.send(saga, saga_id, start, Role.ACTION)
+            if outcome == "group_done":
+                self.driver.forward(saga, saga_id, saga.element_index(step.name) + 1)
+            return result
+        if added:
+            saga, last = extend(saga, step.name, added), False
+        assert claim.inputs is not None and claim.results is not None
+        saga_result = None
+        if last:
+            saga_result = saga.build_result(claim.inputs, {**claim.results, step.name: result})
+        position = saga.element_index(step.name)
+        following = ""
+        if not last and isinstance(saga.elements[position + 1], Step):
+            following = saga.elements[position + 1].name
+        outcome = self.store.complete(
+            saga_id, role, step.name, attempt=claim.attempt, result=result,
+            saga_result=saga_result, final=last, next_step=following,
+            plan=[s.name for s in saga.steps] if added else None, events=ctx.emitted,
+        )
+        self._check_outcome(envelope, outcome, claim.attempt)
+        if not last and (role is Role.FALLBACK or not following or added):
+            # Outside the chain (a fallback), at its end (a group follows), or with steps
+            # the chain does not know (just added): drive on, and stop the chain.
+            self.driver.forward(saga, saga_id, position + 1)
+            if added and role is Role.ACTION:
+                raise Skip(f"{step.name} added {', '.join(s.name for s in added)}; they run next")
+        return result
+
+    def _check_outcome(self, envelope: Envelope, outcome: str, attempt: int) -> None:
+        if outcome == "stale":
+            raise Skip(f"{envelope.role.value} {envelope.step} attempt {attempt} lost its lease")
+        if outcome == "late":
+            # The saga was stopped while this ran: undo it, and do not go on with the chain.
+            self.driver.continue_rollback(envelope.saga_id)
+            raise Skip(f"{envelope.step} completed after its saga was stopped; compensating it")
+
+    def _failed(self, plan: _Plan, envelope: Envelope, attempt: int, error: Exception) -> None:
+        """Record a failed attempt; raise :class:`RetryIn` or :class:`Skip` to go on.
+
+        :class:`RetryIn` when the policy retries it, :class:`Skip` when the step's fallback
+        takes over; returns when the failure is final (the caller re-raises it).
+        """
+        role, step, policy = envelope.role, plan.step, plan.policy
+        retry = policy.should_retry(error, attempt)
+        delay = policy.delay(attempt) if retry else None
+        record = describe_error(error, step=step.name, attempt=attempt,
+                                retryable=policy.is_retryable(error))
+        outcome = self.store.fail(
+            envelope.saga_id, role, step.name, attempt=attempt, error=record, retry_in_s=delay,
+            fallback=role is Role.ACTION and step.fallback is not None,
+        )
+        if outcome == "fallback":
+            log.warning("[saga %s] %s gave up (%s); trying its fallback", envelope.saga_id,
+                        step.name, record["message"])
+            self.driver.send(plan.saga, envelope.saga_id, [step.name], Role.FALLBACK)
+            raise Skip(f"{step.name} gave up; its fallback runs next") from error
+        if outcome == "stale":
+            raise Skip(f"{role.value} {step.name} attempt {attempt} lost its lease") from error
+        if outcome == "late":
+            self.driver.continue_rollback(envelope.saga_id)
+            raise Skip(f"{step.name} failed after its saga was stopped: not retried") from error
+        if delay is not None:
+            log.warning("[saga %s] %s %s attempt %d failed (%s); retrying in %.2f s",
+                        envelope.saga_id, role.value, step.name, attempt, record["message"],
+                        delay)
+            raise RetryIn(delay, error) from error

@@ -1,0 +1,60 @@
+"""The answer to a claim: whether and how to run an attempt of a step's operation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sagaline import codec
+from sagaline.ids import derived_id
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What ``begin.lua`` answered."""
+
+    kind: str
+    """``run``, ``completed``, ``busy``, ``inactive``, ``failed``, ``waiting`` (for its
+    child saga) or ``missing``."""
+    attempt: int = 0
+    """The attempt to run (``run``)."""
+    inputs: dict[str, Any] | None = None
+    """The saga's inputs (``run``)."""
+    correlation_id: str = ""
+    """The saga's correlation id (``run``)."""
+    fault: str = ""
+    """An injected fault's message: this attempt must fail with it (``run``)."""
+    parent_id: str = ""
+    """The parent saga's id, when this saga is a child saga (``run``)."""
+    results: dict[str, Any] | None = None
+    """Results of the steps asked for (``run``)."""
+    started_event: str = ""
+    """The id of the event the attempt's ``started`` log entry stands for (``run``)."""
+    result: Any = None
+    """The recorded result (``completed``)."""
+    cursor: int = -1
+    """The furthest step index begun (``completed``)."""
+    wait_s: float = 0.0
+    """Seconds the live lease has left (``busy``)."""
+    saga_status: str = ""
+    """The saga's status (``inactive``)."""
+
+
+def claim_from_reply(reply: list[Any], needed: Sequence[str], saga_id: str = "") -> Claim:
+    """Read ``begin.lua``'s reply."""
+    kind = reply[0]
+    if kind == "run":
+        results = {name: codec.loads(raw) for name, raw in zip(needed, reply[7:], strict=True)}
+        index, entry = str(reply[6]).split(" ", 1)
+        started = derived_id(float(codec.loads(entry)["at"]), saga_id, index)
+        return Claim(kind, attempt=int(reply[1]), inputs=codec.loads(reply[2]),
+                     correlation_id=reply[3], fault=reply[4], parent_id=reply[5],
+                     results=results, started_event=started)
+    if kind == "completed":
+        return Claim(kind, result=codec.loads(reply[1]), cursor=int(reply[2]))
+    if kind == "busy":
+        return Claim(kind, wait_s=float(reply[1]))
+    if kind == "inactive":
+        return Claim(kind, saga_status=reply[1])
+    return Claim(kind)
