@@ -25,7 +25,7 @@ from sagaline.events.outbox import Outbox
 from sagaline.naming import name_problems
 from sagaline.outcome import SagaRun
 from sagaline.registry import SagaRegistry
-from sagaline.runtime import Children, Driver, Runtime, Supervisor
+from sagaline.runtime import Driver, NestedSagas, Runtime, Supervisor
 from sagaline.saga import Saga
 from sagaline.status import SagaStatus
 from sagaline.store.redis import RedisStore
@@ -119,11 +119,11 @@ class Sagaline:
         """Choreographed sagas bound to this engine, by name."""
         self.transport = CeleryTransport(app)
         self.driver = Driver(store, self.registry, self.tasks, self.transport, self.outbox)
-        children = Children(store, self.driver)
-        self.runtime = Runtime(store, self.driver, children, self.outbox,
+        nested = NestedSagas(store, self.driver)
+        self.runtime = Runtime(store, self.driver, nested, self.outbox,
                                lease_s=lease.total_seconds(),
                                check_event=bus.check if bus is not None else _name_check)
-        self.supervisor = Supervisor(store, self.driver, children, self.outbox,
+        self.supervisor = Supervisor(store, self.driver, nested, self.outbox,
                                      max_recoveries=max_recoveries)
         self.transport.bind(self.runtime, self.supervisor)
         if bus is not None:

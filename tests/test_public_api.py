@@ -25,11 +25,11 @@ EXPECTED = {
 
 #: The faces of the engine's families: what each folder's ``__init__`` promises.
 FACES = {
-    "sagaline.store": {"Claim", "EmbeddedRedis", "EmbeddedRedisError", "OutboxClaim",
-                       "RedisStore", "Rollback"},
+    "sagaline.store": {"Claim", "EmbeddedRedis", "EmbeddedRedisError", "GroupSpec",
+                       "OutboxClaim", "RedisStore", "Rollback"},
     "sagaline.events": {"Event", "EventBus", "EventType", "Outbox", "Subscription", "Taxonomy",
                         "derived_id", "event_name", "name_problems", "subscriber"},
-    "sagaline.runtime": {"Children", "Delivery", "Driver", "Envelope", "RetryIn", "Runtime",
+    "sagaline.runtime": {"NestedSagas", "Delivery", "Driver", "Envelope", "RetryIn", "Runtime",
                          "Skip", "StuckSaga", "Supervisor", "Transport"},
     "sagaline.choreography": {"ChoreographySaga", "Reaction"},
     "sagaline.testing": {"Attempt", "InProcessWorker", "RunReport", "SagaTestHarness",

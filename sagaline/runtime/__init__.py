@@ -54,9 +54,9 @@ script of the store (``sagaline/store/``); the definition (``saga.py``, ``step.p
    The last compensation concludes the saga ``compensated`` (``cancelled`` when it was
    cancelled), or ``compensation_failed`` when one gave up.
 
-5. **Children** (``children.py``). A :class:`~sagaline.SubSaga` step starts its child and
+5. **Nested sagas** (``nested.py``). A :class:`~sagaline.SubSaga` step starts its child and
    waits without holding a worker; the child's end is listed in ``children_done`` and
-   :meth:`Children.drain` delivers it to the parent's step (``child.lua``), which then goes
+   :meth:`NestedSagas.drain` delivers it to the parent's step (``child.lua``), which then goes
    on as in step 2c or fails as in step 3. Its compensation rolls the child back.
 
 6. **After every delivery** (:meth:`Runtime.after`): settle the children that ended and
@@ -72,10 +72,10 @@ script of the store (``sagaline/store/``); the definition (``saga.py``, ``step.p
 """
 
 from sagaline.runtime.attempt import Delivery, Runtime
-from sagaline.runtime.children import Children
 from sagaline.runtime.driver import Driver
 from sagaline.runtime.message import Envelope, RetryIn, Skip, Transport
+from sagaline.runtime.nested import NestedSagas
 from sagaline.runtime.supervisor import StuckSaga, Supervisor
 
-__all__ = ["Children", "Delivery", "Driver", "Envelope", "RetryIn", "Runtime", "Skip",
+__all__ = ["Delivery", "Driver", "Envelope", "NestedSagas", "RetryIn", "Runtime", "Skip",
            "StuckSaga", "Supervisor", "Transport"]

@@ -22,15 +22,15 @@ from sagaline.errors import InjectedFaultError, describe_error
 from sagaline.events.outbox import Outbox
 from sagaline.policy import RetryPolicy
 from sagaline.refs import Ref, resolve_all, steps_referenced
-from sagaline.runtime.children import Children
 from sagaline.runtime.driver import Driver, group_spec
 from sagaline.runtime.heartbeat import Heartbeat
 from sagaline.runtime.message import Envelope, RetryIn, Skip
+from sagaline.runtime.nested import NestedSagas
 from sagaline.saga import Saga
 from sagaline.status import Role
 from sagaline.step import Step
-from sagaline.store.claim import Claim
 from sagaline.store.redis import RedisStore
+from sagaline.store.replies import Claim
 
 log = logging.getLogger("sagaline.runtime")
 
@@ -83,18 +83,18 @@ class Runtime:
     Args:
         store: Where runs are recorded.
         driver: Decides and sends what runs next.
-        children: Starts, undoes and settles child sagas.
+        nested: Starts, undoes and settles child sagas.
         outbox: Publishes the events a delivery logged.
         lease_s: How long an attempt's claim lasts without a heartbeat.
         check_event: Checks each event a step emits.
     """
 
-    def __init__(self, store: RedisStore, driver: Driver, children: Children, outbox: Outbox,
+    def __init__(self, store: RedisStore, driver: Driver, nested: NestedSagas, outbox: Outbox,
                  *, lease_s: float, check_event: EventCheck) -> None:
         """Run deliveries against ``store``, going on with ``driver``."""
         self.store = store
         self.driver = driver
-        self.children = children
+        self.nested = nested
         self.outbox = outbox
         self.lease_s = lease_s
         self.check_event = check_event
@@ -138,7 +138,7 @@ class Runtime:
         """The chores after a delivery: settle ended child sagas, publish the events."""
         try:
             if delivery.children:
-                self.children.drain()
+                self.nested.drain()
         finally:
             self.outbox.flush_soon(delivery.saga_id)
 
@@ -230,14 +230,14 @@ class Runtime:
             if not self.store.wait_for_child(envelope.saga_id, envelope.role, step.name,
                                              attempt=claim.attempt, child_id=child_id):
                 raise Skip(f"compensation of {step.name} lost its claim")
-            self.children.undo(step.child, child_id)
+            self.nested.undo(step.child, child_id)
             raise Skip(f"{step.name}: the rollback of child saga {child_id} runs; its end "
                        "goes on with this one's")
         values = step.child.validate_inputs(inputs)
         if not self.store.wait_for_child(envelope.saga_id, envelope.role, step.name,
                                          attempt=claim.attempt, child_id=child_id):
             raise Skip(f"{step.name} lost its claim")
-        self.children.start(step.child, values, child_id, parent=(envelope.saga_id, step.name),
+        self.nested.start(step.child, values, child_id, parent=(envelope.saga_id, step.name),
                             correlation_id=claim.correlation_id,
                             causation_id=claim.started_event)
         raise Skip(f"{step.name} waits for child saga {child_id}; its end goes on with this one")

@@ -1,7 +1,7 @@
 """The saga's moves: which definition a run follows, what runs next, and the rollback.
 
 The :class:`Driver` decides; its :class:`~sagaline.runtime.message.Transport` carries. It
-never calls back up: nested sagas (:mod:`~sagaline.runtime.children`) use the driver, the
+never calls back up: nested sagas (:mod:`~sagaline.runtime.nested`) use the driver, the
 attempt (:mod:`~sagaline.runtime.attempt`) uses both, and the sweep
 (:mod:`~sagaline.runtime.supervisor`) uses all three.
 """
@@ -29,7 +29,8 @@ from sagaline.registry import SagaRegistry
 from sagaline.runtime.message import Envelope, Transport, forward_task_ids, headers_for
 from sagaline.saga import Saga
 from sagaline.status import Role, SagaStatus
-from sagaline.store.redis import GroupSpec, RedisStore, Rollback
+from sagaline.store.redis import GroupSpec, RedisStore
+from sagaline.store.replies import Rollback
 from sagaline.task import SagaTask
 
 log = logging.getLogger("sagaline.driver")
@@ -275,7 +276,17 @@ class Driver:
                       headers=headers)
 
     def revoke_forward(self, saga: Saga, saga_id: str) -> None:
-        """Take back the forward messages a stopped saga may still have queued."""
-        queued = forward_task_ids(saga, saga_id, start_at=max(self.store.cursor(saga_id) + 1, 0))
+        """Take back the forward messages a stopped saga may still have queued.
+
+        Those of every step after the last one that started, and, when that one is a
+        branch, of its group's other branches too (they may still be queued).
+        """
+        cursor = self.store.cursor(saga_id)
+        start_at = cursor + 1
+        if 0 <= cursor < len(saga.steps):
+            group = saga.group_of(saga.steps[cursor].name)
+            if group is not None:
+                start_at = min(saga.index_of(b) for b in group.branch_names())
+        queued = forward_task_ids(saga, saga_id, start_at=start_at)
         if queued:
             self.transport.revoke(queued)

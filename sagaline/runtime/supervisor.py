@@ -44,8 +44,8 @@ from sagaline.errors import (
 )
 from sagaline.events.outbox import Outbox
 from sagaline.outcome import DeadLetter, OperationRun, SagaRun, StepRun
-from sagaline.runtime.children import Children
 from sagaline.runtime.driver import Driver
+from sagaline.runtime.nested import NestedSagas
 from sagaline.saga import Saga
 from sagaline.status import Role, SagaStatus, StepStatus
 from sagaline.store.redis import RedisStore
@@ -78,18 +78,18 @@ class Supervisor:
     Args:
         store: Where runs are recorded.
         driver: Drives runs on and rolls them back.
-        children: Settles child sagas whose end was not delivered.
+        nested: Settles child sagas whose end was not delivered.
         outbox: Publishes what a sweep logged, and what a failed publish left.
         max_recoveries: How often one saga is driven on without progress before the
             operation it waits on is failed.
     """
 
-    def __init__(self, store: RedisStore, driver: Driver, children: Children, outbox: Outbox,
+    def __init__(self, store: RedisStore, driver: Driver, nested: NestedSagas, outbox: Outbox,
                  *, max_recoveries: int) -> None:
         """Supervise the sagas recorded in ``store``."""
         self.store = store
         self.driver = driver
-        self.children = children
+        self.nested = nested
         self.outbox = outbox
         self.max_recoveries = max_recoveries
 
@@ -146,7 +146,7 @@ class Supervisor:
         try:
             self._abort(saga_id, "cancelled", error)
         finally:
-            self.children.drain()
+            self.nested.drain()
         status = self.store.status(saga_id)
         if status is None:
             raise SagaNotFoundError(f"no saga {saga_id!r} is recorded")
@@ -170,7 +170,7 @@ class Supervisor:
         """
         counts: Counter[str] = Counter()
         store = self.store
-        self.children.drain()
+        self.nested.drain()
         for saga_id in store.past_deadline(limit):
             error = describe_error(DeadlineExceededError("the saga ran past its deadline",
                                                          saga_id=saga_id), step="")
@@ -186,7 +186,7 @@ class Supervisor:
             except UnknownSagaError as unknown:
                 counts[self._unknown(saga_id, unknown)] += 1
             self.outbox.flush(saga_id)
-        self.children.drain()
+        self.nested.drain()
         published = self.outbox.sweep(limit)
         if published:
             counts["events_published"] = published
@@ -229,7 +229,7 @@ class Supervisor:
                 return f"not resumed: it is {status.value}"
             return self._recover_one(saga_id)
         finally:
-            self.children.drain()
+            self.nested.drain()
             self.outbox.flush_soon(saga_id)
 
     def retry_compensation(self, saga_id: str) -> list[str]:
@@ -266,7 +266,7 @@ class Supervisor:
                ) -> list[str] | None:
         """Stop a running saga and start its rollback; its plan, or ``None`` if not running.
 
-        The caller drains the children that ended (:meth:`Children.drain`).
+        The caller drains the children that ended (:meth:`NestedSagas.drain`).
         """
         saga = self.driver.saga_of(saga_id)
         rollback = self.store.abort(saga_id, reason=reason, error=dict(error),
@@ -353,19 +353,19 @@ class Supervisor:
                 step=step), step=step)
             outcome = store.child_ended(saga_id, step, child_status="failed", result=None,
                                         error=error)
-            self.children.follow_outcome(self.driver.saga_of(saga_id), saga_id, step,
+            self.nested.follow_outcome(self.driver.saga_of(saga_id), saga_id, step,
                                          outcome, error)
             return "child_missing"
-        return f"child_{self.children.deliver_end(child_id)}"
+        return f"child_{self.nested.deliver_end(child_id)}"
 
     def _drive_rollback(self, run: SagaRun, exhausted: bool) -> str:
         store = self.store
         for step in run.steps:
             undo = step.compensation
             if undo is not None and undo.status is StepStatus.WAITING and undo.child:
-                self.children.deliver_end(undo.child)
+                self.nested.deliver_end(undo.child)
             if step.status is StepStatus.WAITING and step.child:
-                self.children.deliver_end(step.child)
+                self.nested.deliver_end(step.child)
         # An action waiting for its child saga is not lost: the child's end settles it.
         awaited = [s.name for s in run.steps if s.status is not StepStatus.WAITING
                    and s.compensation and s.compensation.status is StepStatus.AWAITING]

@@ -1,6 +1,7 @@
-"""Reading a saga's records and the store's indexes (no Lua: plain reads).
+"""Reading a saga's records and the store's indexes (plain reads, no Lua).
 
-:class:`~sagaline.store.RedisStore` builds on this; every change goes through its scripts.
+:class:`~sagaline.store.RedisStore` builds on this; every change goes through its scripts
+(the pruning of expired ids from the indexes too: ``indexes.lua``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class SagaRecords:
     """The key prefix."""
     retention_s: int
     """How long a finished saga's records are kept, in seconds (0: forever)."""
+    _housekeep: Callable[..., Any]
+    """Runs one of the store's writes outside any one saga (``indexes.lua``)."""
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -60,16 +63,10 @@ class SagaRecords:
         """Drop index entries of sagas older than the retention time; how many went."""
         if self.retention_s <= 0:
             return 0
-        now = self.client.time()
-        cutoff = now[0] - self.retention_s
         # A saga waiting for an operator stays listed however old it is.
-        final = [s for s in SagaStatus if s.is_final and s is not SagaStatus.NEEDS_ATTENTION]
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.zremrangebyscore(f"{self.prefix}index:all", "-inf", cutoff)
-            for status in final:
-                pipe.zremrangebyscore(f"{self.prefix}index:status:{status.value}", "-inf", cutoff)
-            removed = pipe.execute()
-        return int(sum(removed))
+        final = [s.value for s in SagaStatus
+                 if s.is_final and s is not SagaStatus.NEEDS_ATTENTION]
+        return int(self._housekeep("prune", self.retention_s, *final))
 
     def active_ids(self) -> list[str]:
         """Every unfinished saga (running or compensating)."""
@@ -203,7 +200,7 @@ class SagaRecords:
             alive = pipe.execute()
         gone = [i for i, ok in zip(ids, alive, strict=True) if not ok]
         if gone:
-            self.client.zrem(index, *gone)
+            self._housekeep("forget", index.removeprefix(f"{self.prefix}index:"), *gone)
         return [i for i, ok in zip(ids, alive, strict=True) if ok][:limit]
 
     def ids_for_correlation(self, correlation_id: str) -> list[str]:

@@ -1,9 +1,11 @@
 """The Redis store: a saga's record, its steps' records and its transition log.
 
-Every change is one Lua script (``lua/``), so it is atomic: no record is read, changed in
-Python and written back whole, and two steps finishing at once never lose each other's
-writes. Scripts retry through redis-py's ``Retry`` on connection errors; they are safe to
-run twice (a second ``complete`` is a ``duplicate``, a second claim a newer attempt).
+Every change is one Lua script (``lua/``; the writes outside any one saga, such as pruning
+the indexes, in ``indexes.lua``), so it is atomic: no record is read, changed in Python and
+written back whole, and two steps finishing at once never lose each other's writes. No
+module outside this folder spells a key. Scripts retry through redis-py's ``Retry`` on
+connection errors; they are safe to run twice (a second ``complete`` is a ``duplicate``, a
+second claim a newer attempt).
 
 Keys, under a prefix (``sagaline:`` by default):
 
@@ -19,6 +21,7 @@ Keys, under a prefix (``sagaline:`` by default):
   at them if nothing happens first; ``index:deadline``: by deadline
 - ``dead_letters``: hash of compensations that gave up, ``{id}:{step}`` → JSON
 - ``faults``: injected faults (tests and drills)
+- ``children_done``: list of child sagas that ended, for their parents to go on
 - channel ``saga:{id}:done``: a message when the run reaches its final state
 
 Every script runs wrapped (``_WRAP``): it replies with its own answer and, when it moved the
@@ -40,8 +43,8 @@ from redis.retry import Retry
 
 from sagaline import codec, telemetry
 from sagaline.status import Role
-from sagaline.store.claim import Claim, claim_from_reply
 from sagaline.store.records import SagaRecords
+from sagaline.store.replies import Claim, OutboxClaim, Rollback, claim_from_reply
 
 _SCRIPTS = ("create", "begin", "renew", "complete", "fail", "fail_saga", "abort", "abandon",
             "recover", "awaited", "reopen", "group", "finish", "next_undo", "child",
@@ -50,18 +53,6 @@ _SCRIPTS = ("create", "begin", "renew", "complete", "fail", "fail_saga", "abort"
 _WRAP = "local function body()\n{}\nend\nreturn moved(body())\n"
 _MOVE_INFO = ("saga", "correlation_id", "traceparent", "trace_parent_id", "created_at", "at",
               "failed_step", "error", "intent", "cancel_requested", "plan")
-
-
-@dataclass(frozen=True)
-class OutboxClaim:
-    """A saga's outbox, locked for one relay: what it needs to publish."""
-
-    saga: dict[str, str]
-    """The saga's name, correlation id and causation id."""
-    entries: list[str]
-    """The whole transition log (earlier entries fix later events' causes)."""
-    published: int
-    """How many entries were published already."""
 
 
 @dataclass(frozen=True)
@@ -74,17 +65,6 @@ class GroupSpec:
     """Its branches' step names, in declared order."""
     limit: int | None
     """How many branches may run at once (``None``: all)."""
-
-
-@dataclass(frozen=True)
-class Rollback:
-    """A rollback just planned: the compensations to run, in order."""
-
-    plan: list[str]
-    """Steps whose compensations run, last step first."""
-    awaiting: bool
-    """Whether the first waits for its action, still in flight, to end (then its end
-    enqueues the rollback)."""
 
 
 class RedisStore(SagaRecords):
@@ -109,6 +89,7 @@ class RedisStore(SagaRecords):
         prelude = _lua("_prelude")
         self._scripts = {name: client.register_script(prelude + _WRAP.format(_lua(name)))
                          for name in _SCRIPTS}
+        self._indexes = client.register_script(_lua("indexes"))
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "sagaline:", retention_s: int = 0,
@@ -211,7 +192,7 @@ class RedisStore(SagaRecords):
 
     def next_child_done(self) -> str | None:
         """Take the id of a child saga that ended, for its parent to go on; ``None``."""
-        return cast(str | None, self.client.lpop(f"{self.prefix}children_done"))
+        return cast(str | None, self._housekeep("next_child_done") or None)
 
     def begin(self, saga_id: str, role: Role, step: str, *, index: int, lease_s: float,
               needed: Sequence[str]) -> Claim:
@@ -382,11 +363,15 @@ class RedisStore(SagaRecords):
         Only workers whose store has ``honour_faults`` set obey; for tests and drills.
         """
         spec = {"times": -1 if times is None else times, "message": message}
-        self.client.hset(f"{self.prefix}faults", f"{saga}:{role.value}:{step}", codec.dumps(spec))
+        self._housekeep("fault", f"{saga}:{role.value}:{step}", codec.dumps(spec))
 
     def clear_faults(self) -> None:
         """Remove every injected fault."""
-        self.client.delete(f"{self.prefix}faults")
+        self._housekeep("clear_faults")
+
+    def _housekeep(self, what: str, *args: Any) -> Any:
+        """Run one request of ``indexes.lua``: the store's writes outside any one saga."""
+        return self._indexes(args=[self.prefix, what, *args])
 
 
 def _group_json(group: GroupSpec) -> str:

@@ -3,7 +3,7 @@
 A :class:`~sagaline.SubSaga` step does not run a function: its attempt records that it
 waits for the child (holding no worker and no lease) and starts the child. When the child
 ends, ``conclude`` (Lua) lists it in ``children_done``; whoever drains that list
-(:meth:`Children.drain`, after every delivery that may have ended a child, and at every
+(:meth:`NestedSagas.drain`, after every delivery that may have ended a child, and at every
 sweep) completes or fails the parent's step and drives the parent on. The step's
 compensation rolls the child back the same way, and the parent's rollback goes on when the
 child's ends.
@@ -21,10 +21,10 @@ from sagaline.saga import Saga
 from sagaline.status import FINAL_STATUSES, SagaStatus
 from sagaline.store.redis import RedisStore
 
-log = logging.getLogger("sagaline.children")
+log = logging.getLogger("sagaline.nested")
 
 
-class Children:
+class NestedSagas:
     """Starts, undoes and settles child sagas, on top of the driver."""
 
     def __init__(self, store: RedisStore, driver: Driver) -> None:

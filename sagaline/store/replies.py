@@ -1,4 +1,4 @@
-"""The answer to a claim: whether and how to run an attempt of a step's operation."""
+"""The scripts' answers as Python values: a claim, a rollback planned, an outbox locked."""
 
 from __future__ import annotations
 
@@ -58,3 +58,26 @@ def claim_from_reply(reply: list[Any], needed: Sequence[str], saga_id: str = "")
     if kind == "inactive":
         return Claim(kind, saga_status=reply[1])
     return Claim(kind)
+
+
+@dataclass(frozen=True)
+class OutboxClaim:
+    """A saga's outbox, locked for one relay: what it needs to publish."""
+
+    saga: dict[str, str]
+    """The saga's name, correlation id and causation id."""
+    entries: list[str]
+    """The whole transition log (earlier entries fix later events' causes)."""
+    published: int
+    """How many entries were published already."""
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """A rollback just planned: the compensations to run, in order."""
+
+    plan: list[str]
+    """Steps whose compensations run, last step first."""
+    awaiting: bool
+    """Whether the first waits for its action, still in flight, to end (then its end
+    enqueues the rollback)."""
