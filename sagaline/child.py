@@ -5,16 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sagaline.context import StepContext
 from sagaline.errors import StateError
 from sagaline.refs import Ref
+from sagaline.saga import Saga
 from sagaline.step import Step
 from sagaline.task import saga_task
-
-if TYPE_CHECKING:
-    from sagaline.saga import Saga
 
 _CHILD_IDS = uuid.UUID("6f1c2b8e-5d0a-4c1e-9f3b-2a7d8e4c6b10")
 

@@ -106,6 +106,7 @@ class Sagaline:
         Raises:
             ConfigurationError: The app would accept pickle or another unsafe serializer.
         """
+        self.transport = CeleryTransport(app)  # refuses an unsafe app before anything else
         self.app = app
         self.store = store
         store.honour_faults = fault_injection
@@ -117,7 +118,6 @@ class Sagaline:
         self.enabled = enabled
         self.choreographies: dict[str, Choreography] = {}
         """Choreographed sagas bound to this engine, by name."""
-        self.transport = CeleryTransport(app)
         self.driver = Driver(store, self.registry, self.tasks, self.transport, self.outbox)
         nested = NestedSagas(store, self.driver)
         self.runtime = Runtime(store, self.driver, nested, self.outbox,

@@ -172,7 +172,11 @@ class CeleryTransport:
 
         Raises:
             DefinitionError: Another function is registered under the same name.
+            ConfigurationError: The transport is not bound to a runtime yet (:meth:`bind`).
         """
+        if self.runtime is None:
+            raise ConfigurationError("bind the transport to a runtime before registering "
+                                     "saga tasks on it")
         existing = self.app.tasks.get(definition.name)
         if existing is not None:
             if getattr(existing, "run", None) is not definition.fn:

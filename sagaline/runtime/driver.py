@@ -213,8 +213,10 @@ class Driver:
         return self.store.finish(saga_id, saga.build_result(inputs, results))
 
     def _headers(self, saga_id: str, headers: Mapping[str, str] | None) -> Mapping[str, str]:
-        return headers_for(saga_id, *self.store.correlation_of(saga_id)) \
-            if headers is None else headers
+        """The headers given, or the recorded run's (one read of its record)."""
+        if headers is None:
+            return headers_for(saga_id, *self.store.correlation_of(saga_id))
+        return headers
 
     # -- failing and rolling back ---------------------------------------------------------
 
