@@ -82,7 +82,8 @@ def create_app(settings: Settings) -> tuple[Celery, Sagaline]:
     engine = Sagaline(app, store, sagas=SAGAS, fault_injection=settings.fault_injection,
                       lease=settings.lease, max_recoveries=settings.max_recoveries, bus=bus,
                       lifecycle_events=settings.lifecycle_events,
-                      enabled=settings.sagas_enabled)
+                      enabled=settings.sagas_enabled,
+                      run_bare_messages=settings.run_bare_messages)
     for choreography in CHOREOGRAPHIES:
         choreography.bind(engine)
     database.configure(settings.sqlite_url)

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     """Worker processes started by ``sagaline worker`` and the demo."""
     fault_injection: bool = False
     """Whether workers honour injected faults (tests and ``sagaline.testing`` only)."""
+    run_bare_messages: bool = False
+    """Whether a message for a saga task without the engine's envelope (``task.delay()``)
+    runs the plain function; off, a worker refuses it (it would run with no saga record).
+    For unit tests only."""
     log_level: str = "INFO"
     """The workers' log level."""
     sagas_enabled: bool = True

@@ -23,3 +23,28 @@ def loads(raw: str | None) -> Any:
 def jsonable(value: Any) -> Any:
     """The value as plain JSON types, as it will read back from the store."""
     return json.loads(dumps(value))
+
+
+def jsonable_or_repr(value: dict[str, Any]) -> dict[str, Any]:
+    """A mapping as plain JSON types, each value JSON cannot encode as its ``repr``.
+
+    For what is recorded beside an error (its details): it must never fail.
+    """
+    try:
+        return dict(jsonable(value))
+    except (ValueError, TypeError, RecursionError):
+        pass
+    encoded: dict[str, Any] = {}
+    for key, item in value.items():
+        try:
+            encoded[str(key)] = jsonable(item)
+        except (ValueError, TypeError, RecursionError):
+            encoded[str(key)] = _safe_repr(item)
+    return encoded
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)[:1000]
+    except Exception:  # a broken __repr__ still leaves a readable record
+        return f"<{type(value).__name__}>"

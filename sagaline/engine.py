@@ -83,7 +83,7 @@ class Sagaline:
         self, app: Celery, store: RedisStore, sagas: Sequence[Saga] = (), *,
         fault_injection: bool = False, lease: timedelta = timedelta(seconds=30),
         max_recoveries: int = 5, bus: EventBus | None = None, lifecycle_events: bool = True,
-        enabled: bool = True,
+        enabled: bool = True, run_bare_messages: bool = False,
     ) -> None:
         """Bind to ``app`` and ``store``, and register ``sagas``.
 
@@ -102,11 +102,15 @@ class Sagaline:
                 feature flag; events steps emit go either way).
             enabled: Whether sagas may start here (the feature flag); while off,
                 :meth:`start` refuses and enqueues nothing. Sagas already running go on.
+            run_bare_messages: Whether a message for a saga task that carries no saga
+                envelope runs the plain function (for unit tests); by default a worker
+                refuses it, since it would run a participant with no saga record.
 
         Raises:
             ConfigurationError: The app would accept pickle or another unsafe serializer.
         """
-        self.transport = CeleryTransport(app)  # refuses an unsafe app before anything else
+        # Refuses an unsafe app before anything else is touched.
+        self.transport = CeleryTransport(app, run_bare_messages=run_bare_messages)
         self.app = app
         self.store = store
         store.honour_faults = fault_injection

@@ -117,6 +117,17 @@ class RecoveryExhaustedError(StepError):
     non_retryable = True
 
 
+class ResultError(StepError):
+    """Raised when a step's function returned but its result cannot be used.
+
+    Its result is not JSON, lacks what the saga's ``returns`` reads, or names steps that
+    cannot be added. The function ran to its end, so the step is recorded completed, and
+    the saga is rolled back with this step undone too.
+    """
+
+    non_retryable = True
+
+
 class InjectedFaultError(StepError):
     """Raised in place of running an operation that a test or drill told to fail."""
 
@@ -140,13 +151,19 @@ def describe_error(error: BaseException, *, step: str | None, attempt: int | Non
     """An error in the form the store records: type, message, step, attempt, details.
 
     Every recorded error is built here, so its ``type`` is always the class's dotted path.
+    It never raises: details that JSON cannot encode are recorded as their ``repr``, so a
+    step's own error is never replaced by an encoding error.
     """
     details = getattr(error, "details", None)
+    try:
+        message = str(error) or type(error).__name__
+    except Exception:  # a broken __str__ must not hide the error itself
+        message = type(error).__name__
     return {
         "type": f"{type(error).__module__}.{type(error).__qualname__}",
-        "message": str(error) or type(error).__name__,
+        "message": message,
         "step": step,
         "attempt": attempt,
         "retryable": retryable,
-        "details": codec.jsonable(details) if isinstance(details, dict) else {},
+        "details": codec.jsonable_or_repr(details) if isinstance(details, dict) else {},
     }

@@ -14,6 +14,7 @@ from sagaline.errors import DefinitionError, InvalidInputError
 from sagaline.parallel import Parallel
 from sagaline.policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, RetryPolicy
 from sagaline.refs import FromInput, FromStep, Ref, resolve_all, steps_referenced
+from sagaline.shapes import path_problem, result_type
 from sagaline.step import Step
 
 Element = Step | Parallel
@@ -206,6 +207,23 @@ class Saga:
                     f"{where}: argument {arg!r} takes the result of {ref.step!r}, which is not "
                     f"an earlier step (earlier steps: {known})"
                 )
+            if isinstance(ref, FromStep) and ref.path:
+                self._check_path(arg, ref, where)
+
+    def _check_path(self, arg: str, ref: FromStep, where: str) -> None:
+        """Refuse a path that the step's declared result type cannot have."""
+        step = next(s for s in self.steps if s.name == ref.step)
+        if getattr(step, "child", None) is not None:
+            return  # its result is its child saga's
+        tasks = [step.action] + ([step.fallback.action] if step.fallback is not None else [])
+        for task in tasks:
+            declared = result_type(task)
+            problem = None if declared is None else path_problem(declared, ref.path)
+            if problem is not None:
+                raise DefinitionError(
+                    f"{where}: {arg!r} reads {ref}, which what {task.name} returns cannot "
+                    f"have: {problem}; fix the path or the function's return type"
+                )
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -312,14 +330,20 @@ def validate_inputs(saga: str, model: type[BaseModel], inputs: BaseModel | Mappi
                     ) -> dict[str, Any]:
     """Validate the inputs of saga ``saga`` with ``model``; return them in JSON form.
 
+    Inputs are a mapping of field names to values (a JSON object) or an instance of the
+    model; anything else (a string, a list of pairs) is refused, not guessed at.
+
     Raises:
         InvalidInputError: naming each field and its problem.
     """
+    if not isinstance(inputs, BaseModel | Mapping):
+        raise InvalidInputError(saga, [{"field": "(inputs)", "problem": (
+            f"must be a JSON object (a mapping of field names to values) or an instance "
+            f"of {model.__name__}, not {type(inputs).__name__}")}])
     try:
-        if isinstance(inputs, BaseModel):
-            valid = model.model_validate(inputs.model_dump())
-        else:
-            valid = model.model_validate(dict(inputs))
+        data = inputs.model_dump() if isinstance(inputs, BaseModel) else dict(inputs)
+        valid = model.model_validate(data)
+        dumped: dict[str, Any] = valid.model_dump(mode="json")
     except ValidationError as error:
         raise InvalidInputError(
             saga,
@@ -328,9 +352,13 @@ def validate_inputs(saga: str, model: type[BaseModel], inputs: BaseModel | Mappi
                 for e in error.errors()
             ],
         ) from None
-    except TypeError as error:
+    except RecursionError:
+        raise InvalidInputError(saga, [{"field": "(inputs)", "problem": (
+            "is nested too deeply to validate or record; flatten it")}]) from None
+    except (TypeError, ValueError) as error:
+        # Keys that are not strings, or values JSON cannot encode (pydantic's
+        # serialization error is a ValueError).
         raise InvalidInputError(
-            saga, [{"field": "(inputs)", "problem": f"must be an object: {error}"}]
+            saga, [{"field": "(inputs)", "problem": f"cannot be recorded as JSON: {error}"}]
         ) from None
-    dumped: dict[str, Any] = valid.model_dump(mode="json")
     return dumped

@@ -69,20 +69,30 @@ _SAFE_SERIALIZERS = {"json", "application/json"}
 class SagaCeleryTask(Task):  # type: ignore[misc]
     """The base of every saga task: hands a message to the runtime.
 
-    Called with the envelope keyword, it runs as a saga step; called any other way (a
-    direct call in a unit test), it is the plain function.
+    A message with the engine's envelope runs as a saga step. A direct call (a unit test
+    calling the task) is the plain function. A message without the envelope (someone
+    called ``.delay()`` on a saga task) is refused, because it would run the participant
+    with no saga record, unless the engine allows it (``run_bare_messages``, for tests).
     """
 
     abstract = True
     runtime: Runtime
     validated: Any
+    run_bare_messages: bool = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run a step message, or call the function directly."""
         raw = kwargs.get(ENVELOPE)
-        if raw is None or args or len(kwargs) != 1:
-            return self.run(*args, **kwargs)
-        envelope = Envelope.from_message(raw)
+        envelope = _envelope_in(raw) if not args and len(kwargs) == 1 else None
+        if envelope is None:
+            if self.request.called_directly or self.run_bare_messages:
+                return self.run(*args, **kwargs)
+            log.error("refused a message for saga task %s without a saga envelope (task id "
+                      "%s, keyword arguments %s): saga tasks run only as steps of a saga; "
+                      "start the saga instead", self.name, self.request.id,
+                      sorted(kwargs) or "none")
+            raise Reject(f"{self.name} runs only as a step of a saga: start the saga, do not "
+                         "send the task", requeue=False)
         try:
             with _scope_of(envelope, self.request):
                 self.runtime.deliver(envelope, self._call)
@@ -138,15 +148,22 @@ class CeleryTransport:
 
     Args:
         app: The Celery app; it must accept JSON only (pickle is refused).
+        run_bare_messages: Run a saga task's message that carries no saga envelope as the
+            plain function (unit tests only); by default it is refused.
 
     Raises:
         ConfigurationError: The app would accept pickle or another unsafe serializer.
     """
 
-    def __init__(self, app: Celery) -> None:
-        """Carry messages on ``app``; :meth:`bind` connects it to a runtime."""
+    def __init__(self, app: Celery, *, run_bare_messages: bool = False) -> None:
+        """Carry messages on ``app``; :meth:`bind` connects it to a runtime.
+
+        ``run_bare_messages``: a message for a saga task without the engine's envelope runs
+        the plain function instead of being refused (unit tests only).
+        """
         check_serialization(app)
         self.app = app
+        self.run_bare_messages = run_bare_messages
         self.runtime: Runtime | None = None
 
     def bind(self, runtime: Runtime, supervisor: Supervisor) -> None:
@@ -191,6 +208,7 @@ class CeleryTransport:
             shared=False, lazy=False,
         )(definition.fn)
         task.runtime = self.runtime
+        task.run_bare_messages = self.run_bare_messages
         task.validated = validate_call(config=ConfigDict(arbitrary_types_allowed=True))(
             definition.fn)
         return task
@@ -237,6 +255,16 @@ class CeleryTransport:
         signature: Signature = self.app.tasks[definition.name].si(
             **{ENVELOPE: envelope.to_message()}).set(**options)
         return signature
+
+
+def _envelope_in(raw: Any) -> Envelope | None:
+    """The envelope a message carries, or ``None`` when it carries none (or a malformed one)."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return Envelope.from_message(raw)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _errback(request: Any, exc: BaseException,

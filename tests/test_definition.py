@@ -152,3 +152,52 @@ def test_retry_policy_refuses_nonsense_naming_the_field(kwargs: dict[str, Any], 
                                                          ) -> None:
     with pytest.raises(DefinitionError, match=field):
         RetryPolicy(**kwargs)
+
+
+class _Booked(BaseModel):
+    booking_id: str
+    seats: list[int]
+
+
+@saga_task("testing_def.book")
+def _book(ctx: StepContext) -> _Booked:
+    return _Booked(booking_id="b", seats=[1])
+
+
+@saga_task("testing_def.anything")
+def _anything(ctx: StepContext) -> dict[str, Any]:
+    return {}
+
+
+class _NoInput(BaseModel):
+    pass
+
+
+@pytest.mark.parametrize(("path", "problem"), [
+    (("booking",), "_Booked has no field 'booking' (it has booking_id, seats)"),
+    (("seats", "first"), "_Booked['seats'], a list, which has no field 'first'"),
+    (("booking_id", 0, "x"), "_Booked['booking_id'] is not a list"),
+])
+def test_a_returns_path_the_declared_result_type_lacks_is_refused_when_declared(
+    path: tuple[str | int, ...], problem: str
+) -> None:
+    """A step declaring its result as a model: a path that model cannot have is a mistake
+    found when the saga is declared, not after the step did its work.
+    """
+    with pytest.raises(DefinitionError) as raised:
+        Saga("t_paths", inputs=_NoInput, steps=[Step("book", _book)],
+             returns={"value": FromStep("book", *path)})
+
+    assert problem in str(raised.value)
+    assert "saga 't_paths', returns" in str(raised.value)
+
+
+def test_paths_a_result_type_allows_or_cannot_judge_are_accepted() -> None:
+    """A path the model has, an item of a list field, or any path into an undeclared dict."""
+    saga = Saga("t_paths_ok", inputs=_NoInput,
+                steps=[Step("book", _book), Step("other", _anything)],
+                returns={"id": FromStep("book", "booking_id"),
+                         "seat": FromStep("book", "seats", 0),
+                         "free": FromStep("other", "whatever", 3)})
+
+    assert saga.results_for_return() == ["book", "other"]

@@ -156,6 +156,8 @@ def parse_inputs(raw: str) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         fail(2, f"--input is not valid JSON ({error}); pass an object such as "
                 "'{\"customer_id\": \"CUST-123\"}'")
+    except RecursionError:
+        fail(2, "--input is nested too deeply to read; flatten it")
     if not isinstance(value, dict):
         fail(2, f"--input must be a JSON object, not {type(value).__name__}")
     return value

@@ -18,7 +18,7 @@ from sagaline import codec, telemetry
 from sagaline.child import SubSaga, child_id_of
 from sagaline.context import StepContext
 from sagaline.dynamic import added_steps, extend
-from sagaline.errors import InjectedFaultError, describe_error
+from sagaline.errors import InjectedFaultError, ResultError, describe_error
 from sagaline.events.outbox import Outbox
 from sagaline.policy import RetryPolicy
 from sagaline.refs import Ref, resolve_all, steps_referenced
@@ -49,6 +49,17 @@ class Delivery:
     """The saga the message was for (its events are published after)."""
     children: bool = False
     """Whether a child saga may have ended (then the ended children are settled)."""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What a completed attempt records, and the definition the saga goes on with."""
+
+    result: Any
+    saga: Saga
+    last: bool
+    added: list[Step]
+    saga_result: Any
 
 
 @dataclass(frozen=True)
@@ -163,8 +174,13 @@ class Runtime:
             raise Skip(f"{envelope.role.value} {plan.step.name} not run: {claim.kind} "
                        f"{claim.saga_status}")
         delivery.children = bool(claim.parent_id) or isinstance(plan.step, SubSaga)
-        ctx, result, added = self._run(envelope, plan, claim, call)
-        return self._record(envelope, plan, claim, ctx, result, added)
+        ctx, value = self._run(envelope, plan, claim, call)
+        try:
+            done = self._outcome(envelope, plan, claim, value)
+        except Exception as error:
+            # The function ran to its end: whatever fails now must not run it again.
+            return self._unusable(envelope, plan, claim, ctx, value, error)
+        return self._record(envelope, plan, claim, ctx, done)
 
     def _plan(self, envelope: Envelope) -> _Plan:
         """The operation's definition, arguments, results it reads and retry policy."""
@@ -189,8 +205,11 @@ class Runtime:
                      last)
 
     def _run(self, envelope: Envelope, plan: _Plan, claim: Claim, call: Callable[..., Any]
-             ) -> tuple[StepContext, Any, list[Step]]:
-        """Run the claimed attempt under its lease; on failure, :meth:`_failed` decides."""
+             ) -> tuple[StepContext, Any]:
+        """Run the claimed attempt under its lease; on failure, :meth:`_failed` decides.
+
+        Returns the context and what the function returned, as it returned it.
+        """
         assert claim.inputs is not None and claim.results is not None
         step, role = plan.step, envelope.role
         heartbeat = Heartbeat(self.store, envelope.saga_id, role, step.name, claim.attempt,
@@ -211,8 +230,7 @@ class Runtime:
             if isinstance(step, SubSaga):
                 self._run_child(envelope, step, claim, arguments)
             with heartbeat:
-                result = codec.jsonable(call(ctx, **arguments))
-            added = added_steps(step, result, self.driver.tasks) if role is Role.ACTION else []
+                value = call(ctx, **arguments)
         except Skip:
             raise
         except Exception as error:
@@ -220,7 +238,7 @@ class Runtime:
             self._failed(plan, envelope, claim.attempt, error)
             raise
         span.stop()
-        return ctx, result, added
+        return ctx, value
 
     def _run_child(self, envelope: Envelope, step: SubSaga, claim: Claim,
                    inputs: dict[str, Any]) -> None:
@@ -244,11 +262,63 @@ class Runtime:
 
     # -- recording it, and going on ---------------------------------------------------------
 
+    def _outcome(self, envelope: Envelope, plan: _Plan, claim: Claim, value: Any) -> _Outcome:
+        """What a completed attempt records: its result and, for an action, what follows.
+
+        Raises whatever makes the result unusable (see :meth:`_unusable`).
+        """
+        result = codec.jsonable(value)
+        if envelope.role is Role.COMPENSATION:
+            return _Outcome(result, plan.saga, False, [], None)
+        step = plan.step
+        added = (added_steps(step, result, self.driver.tasks)
+                 if envelope.role is Role.ACTION else [])
+        saga, last = plan.saga, plan.last
+        if added:
+            saga, last = extend(saga, step.name, added), False
+        saga_result = None
+        if last:
+            assert claim.inputs is not None and claim.results is not None
+            saga_result = saga.build_result(claim.inputs, {**claim.results, step.name: result})
+        return _Outcome(result, saga, last, added, saga_result)
+
+    def _unusable(self, envelope: Envelope, plan: _Plan, claim: Claim, ctx: StepContext,
+                  value: Any, error: Exception) -> Any:
+        """The function returned, but its result cannot be used: never run it again.
+
+        A compensation's result is recorded as ``null`` (nothing reads it). An action is
+        recorded completed (its result too, if JSON can encode it) and the saga fails with a
+        :class:`~sagaline.errors.ResultError`, so the rollback undoes this step with the
+        others.
+        """
+        step, saga_id = plan.step, envelope.saga_id
+        try:
+            result = codec.jsonable(value)
+        except (ValueError, TypeError, RecursionError):
+            result = None
+        if envelope.role is Role.COMPENSATION:
+            log.warning("[saga %s] compensation of %s returned a value JSON cannot encode "
+                        "(%s); recorded as null", saga_id, step.name, error)
+            return self._record(envelope, plan, claim, ctx,
+                                _Outcome(None, plan.saga, False, [], None))
+        problem = ResultError(
+            f"{step.name} ran to its end, but its result cannot be used "
+            f"({type(error).__name__}: {error}); it is recorded completed and the saga is "
+            "rolled back, this step included", saga_id=saga_id, step=step.name)
+        outcome = self.store.complete(saga_id, envelope.role, step.name, attempt=claim.attempt,
+                                      result=result, events=ctx.emitted)
+        self._check_outcome(envelope, outcome, claim.attempt)
+        log.error("[saga %s] %s", saga_id, problem)
+        self.driver.fail(plan.saga, saga_id, step.name,
+                         describe_error(problem, step=step.name, attempt=claim.attempt,
+                                        retryable=False))
+        raise problem from error
+
     def _record(self, envelope: Envelope, plan: _Plan, claim: Claim, ctx: StepContext,
-                result: Any, added: list[Step]) -> Any:
+                done: _Outcome) -> Any:
         """Record a completed attempt and drive the saga on (step 2c-2f of the algorithm)."""
         saga_id, role, step = envelope.saga_id, envelope.role, plan.step
-        saga, last = plan.saga, plan.last
+        saga, last, result, added = done.saga, done.last, done.result, done.added
         if role is Role.COMPENSATION:
             outcome = self.store.complete(saga_id, role, step.name, attempt=claim.attempt,
                                           result=result, events=ctx.emitted)
@@ -266,19 +336,13 @@ class Runtime:
             if outcome == "group_done":
                 self.driver.forward(saga, saga_id, saga.element_index(step.name) + 1)
             return result
-        if added:
-            saga, last = extend(saga, step.name, added), False
-        assert claim.inputs is not None and claim.results is not None
-        saga_result = None
-        if last:
-            saga_result = saga.build_result(claim.inputs, {**claim.results, step.name: result})
         position = saga.element_index(step.name)
         following = ""
         if not last and isinstance(saga.elements[position + 1], Step):
             following = saga.elements[position + 1].name
         outcome = self.store.complete(
             saga_id, role, step.name, attempt=claim.attempt, result=result,
-            saga_result=saga_result, final=last, next_step=following,
+            saga_result=done.saga_result, final=last, next_step=following,
             plan=[s.name for s in saga.steps] if added else None, events=ctx.emitted,
         )
         self._check_outcome(envelope, outcome, claim.attempt)

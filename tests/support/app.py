@@ -5,9 +5,10 @@ Test workers run ``celery -A tests.support.app worker``.
 
 from config import app, engine
 
+from .escapes import ESCAPE_SAGAS
 from .sagas import TEST_SAGAS
 
-for saga in TEST_SAGAS:
+for saga in [*TEST_SAGAS, *ESCAPE_SAGAS]:
     engine.register(saga)
 
 __all__ = ["app", "engine"]
