@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -344,6 +345,7 @@ def validate_inputs(saga: str, model: type[BaseModel], inputs: BaseModel | Mappi
         data = inputs.model_dump() if isinstance(inputs, BaseModel) else dict(inputs)
         valid = model.model_validate(data)
         dumped: dict[str, Any] = valid.model_dump(mode="json")
+        json.dumps(dumped)  # what the store will write: a huge int, say, is refused here
     except ValidationError as error:
         raise InvalidInputError(
             saga,

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,14 @@ def sagaline(*args: str, env: dict[str, str] | None = None,
         cwd=ROOT, env=env or {**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait until ``check()`` holds, or fail."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.02)
 
 
 def order_input(customer: str, product: str, quantity: int = 1, total: str = "20.00") -> str:
@@ -135,13 +145,17 @@ def test_an_unknown_saga_exits_2_naming_the_known_ones() -> None:
     assert "no_such_saga" in result.stderr and "order_processing" in result.stderr
 
 
-def test_a_correlation_id_that_is_not_a_uuid_exits_2() -> None:
+def test_a_correlation_id_that_is_not_a_uuid_exits_2(engine: Sagaline) -> None:
     """A malformed correlation id is refused before anything is recorded."""
     customer, product = fresh_shop(balance_cents=10_000)
+    before = engine.store.list_ids(limit=1000)
+    queued = engine.store.client.llen("celery")
     result = sagaline("run", "order_processing", "--input", order_input(customer, product),
                       "--correlation-id", "order-42")
     assert result.returncode == 2
     assert "not a UUID" in result.stderr
+    assert engine.store.list_ids(limit=1000) == before
+    assert engine.store.client.llen("celery") == queued
 
 
 def test_status_json_round_trips_what_run_printed(completed: dict[str, Any]) -> None:
@@ -156,7 +170,18 @@ def test_status_shows_the_steps_in_a_table(completed: dict[str, Any]) -> None:
     result = sagaline("status", completed["saga_id"])
     assert result.returncode == 0, result.stderr
     assert completed["saga_id"] in result.stdout
-    assert all(name in result.stdout for name in ORDER_STEPS)
+    rows = {}
+    for line in result.stdout.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 6 and cells[1] in ORDER_STEPS:
+            rows[cells[1]] = cells
+    # number, step, status, attempts, compensation's status ("—": it has none), attempts
+    assert rows == {
+        name: [str(n), name, "completed", "1",
+               "—" if name == "confirm_order" else "pending", "" if name == "confirm_order"
+               else "0"]
+        for n, name in enumerate(ORDER_STEPS, start=1)
+    }, result.stdout
 
 
 def test_status_of_an_unknown_id_exits_1() -> None:
@@ -260,15 +285,19 @@ def test_demo_on_a_fresh_data_dir_runs_every_scenario_and_stops_what_it_started(
 def test_cancel_stops_a_running_saga_and_waits_for_its_undo(engine: Sagaline) -> None:
     """``sagaline cancel ID --wait`` exits 0 once the saga is cancelled and undone."""
     handle = engine.start("t_cancellable", {"tag": f"cli-{uuid.uuid4().hex}"})
-    deadline = time.monotonic() + 20
-    while handle.get().waiting_on != "action:long" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: handle.get().waiting_on == "action:long")
 
     result = sagaline("cancel", handle.saga_id, "--wait", "--json")
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"saga_id": handle.saga_id, "status": "cancelled"}
-    assert engine.get(handle.saga_id).compensations == ["undo"]
+    run = engine.get(handle.saga_id)
+    assert run.status.value == "cancelled"
+    # first completed and is undone; long was stopped (not undone); after never started
+    assert [t.step for t in run.log if t.event == "compensation.completed"] == ["first"]
+    assert run.compensations == ["undo"]
+    assert run.step("long").status.value == "failed"
+    assert run.step("after").status.value == "pending"
 
 
 @pytest.mark.usefixtures("worker")
@@ -279,12 +308,58 @@ def test_cancel_of_a_finished_saga_exits_1_and_changes_nothing(engine: Sagaline)
 
     assert result.returncode == 1
     assert json.loads(result.stdout)["status"] == "completed"
+    after = engine.get(run.saga_id)
+    assert after.status.value == "completed"
+    assert after.cancel_requested is False
+    assert not any(t.event.startswith("compensation.") for t in after.log)
+    assert after.log == run.log
+
+
+@pytest.mark.usefixtures("main_worker_paused")
+def test_stuck_and_recover_in_json_show_and_stop_a_saga_past_its_deadline(
+    engine: Sagaline,
+) -> None:
+    """No worker takes messages; a saga with a 1 s deadline waits on its first step. Past
+    the deadline, ``stuck --json`` lists it with what it waits on and its deadline; one
+    ``recover --json`` sweep stops it (counted under ``deadline``): it ends compensated,
+    its error a DeadlineExceededError, and is no longer stuck.
+    """
+    handle = engine.start("t_with_deadline", {"tag": f"cli-{uuid.uuid4().hex}"})
+    deadline_at = handle.get().deadline_at
+    assert deadline_at is not None
+    wait_until(lambda: time.time() > deadline_at.timestamp())
+
+    stuck = sagaline("stuck", "--json")
+    swept = sagaline("recover", "--json")
+    after = sagaline("stuck", "--json")
+
+    assert stuck.returncode == 0 and swept.returncode == 0 and after.returncode == 0
+    listed = {s["saga_id"]: s for s in json.loads(stuck.stdout)}
+    assert handle.saga_id in listed, stuck.stdout
+    mine = listed[handle.saga_id]
+    assert (mine["name"], mine["status"], mine["waiting_on"]) == (
+        "t_with_deadline", "running", "action:first")
+    assert mine["overdue_s"] > 0
+    assert mine["deadline_at"] is not None
+    assert abs(datetime.fromisoformat(mine["deadline_at"]).timestamp()
+               - deadline_at.timestamp()) < 0.01
+    assert set(mine) == {"saga_id", "name", "status", "waiting_on", "overdue_s",
+                         "deadline_at", "recoveries"}
+    counts = json.loads(swept.stdout)
+    assert counts.get("deadline", 0) >= 1, counts
+    assert all(isinstance(v, int) and v > 0 for v in counts.values()), counts
+    run = engine.get(handle.saga_id)
+    assert run.status.value == "compensated"
+    assert run.error is not None and run.error.type.endswith("DeadlineExceededError")
+    assert run.step("first").attempts == 0
+    assert handle.saga_id not in [s["saga_id"] for s in json.loads(after.stdout)]
 
 
 @pytest.mark.usefixtures("worker")
 def test_recover_stuck_and_dead_letters_report_in_json(engine: Sagaline) -> None:
-    """The operator's views: a sweep's counts, stuck sagas, and dead-lettered compensations
-    (here one whose compensation keeps failing, then is retried from the CLI).
+    """The operator's views: dead-lettered compensations (here one whose compensation
+    keeps failing, then is retried from the CLI); a sweep that finds nothing of this saga
+    to do reports counts only; a compensation_failed saga is not stuck.
     """
     from sagaline import Role
 
@@ -303,8 +378,10 @@ def test_recover_stuck_and_dead_letters_report_in_json(engine: Sagaline) -> None
     assert letters.returncode == 0 and swept.returncode == 0 and stuck.returncode == 0
     mine = [d for d in json.loads(letters.stdout) if d["saga_id"] == run.saga_id]
     assert [(d["step"], d["attempts"]) for d in mine] == [("create_order", 5)]
-    assert isinstance(json.loads(swept.stdout), dict)
-    assert isinstance(json.loads(stuck.stdout), list)
+    counts = json.loads(swept.stdout)
+    assert isinstance(counts, dict)
+    assert all(isinstance(v, int) and v > 0 for v in counts.values()), counts
+    assert run.saga_id not in [s["saga_id"] for s in json.loads(stuck.stdout)]
     assert retried.returncode == 0, retried.stderr
     assert "retrying: create_order" in retried.stdout
     assert engine.get(run.saga_id).status.value == "compensated"

@@ -124,7 +124,16 @@ def test_branches_in_flight_when_cancelled_are_awaited_and_compensated(
     assert sorted(noted[-3:-1]) == ["s1:compensation", "s2:compensation"]
     assert noted[-1] == "first:compensation"
     assert noted.count("s1:compensation") == noted.count("s2:compensation") == 1
+    for branch in ("s1", "s2"):  # not stopped: it ran to its end, then was undone
+        assert noted.count(f"{branch}:end") == 1
+        assert noted.index(f"{branch}:end") < noted.index(f"{branch}:compensation")
+        assert run.step(branch).status is StepStatus.COMPLETED
+        assert run.step(branch).attempts == 1
+    assert sorted(noted) == sorted([
+        "first:action", "s1:start", "s2:start", "s1:end", "s2:end", "s1:compensation",
+        "s2:compensation", "first:compensation"])
     assert "after:action" not in noted
+    assert run.step("after").status is StepStatus.PENDING
 
 
 def test_compensations_of_a_group_run_in_parallel_before_the_earlier_steps(

@@ -23,6 +23,8 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAGALINE_REDIS_URL", "redis://user:secret@localhost:6379/3")
     monkeypatch.setenv("SAGALINE_RETENTION", "PT1H")
     settings = Settings()
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value() == "redis://user:secret@localhost:6379/3"
     assert settings.retention.total_seconds() == 3600
     assert "secret" not in repr(settings)  # the URL may carry a password: never shown
 
@@ -43,11 +45,30 @@ def test_the_app_speaks_json_only() -> None:
     assert config.app.conf.worker_prefetch_multiplier == 1
 
 
-def test_the_engine_refuses_an_app_that_accepts_pickle(store: RedisStore) -> None:
+SAFE = {"task_serializer": "json", "result_serializer": "json", "accept_content": ["json"],
+        "result_accept_content": ["json"]}
+
+
+@pytest.mark.parametrize(("setting", "unsafe"), [
+    ("task_serializer", "pickle"), ("result_serializer", "pickle"),
+    ("accept_content", ["json", "pickle"]), ("result_accept_content", ["json", "pickle"]),
+])
+def test_the_engine_refuses_an_app_that_accepts_pickle(
+    store: RedisStore, setting: str, unsafe: object
+) -> None:
+    """Each of the four settings alone, pickle in it, is refused, and named."""
     app = Celery("unsafe", set_as_current=False)
-    app.conf.update(task_serializer="pickle", accept_content=["json", "pickle"])
-    with pytest.raises(ConfigurationError, match="pickle"):
+    app.conf.update({**SAFE, setting: unsafe})
+    with pytest.raises(ConfigurationError, match=f"pickle.*{setting}"):
         Sagaline(app, store)
+
+
+def test_the_engine_accepts_an_app_that_speaks_json_only(store: RedisStore) -> None:
+    """The control for the refusals above: the same app with JSON everywhere is taken."""
+    app = Celery("safe", set_as_current=False)
+    app.conf.update(SAFE)
+    own = RedisStore(store.client, prefix=store.prefix)  # the engine sets its fault flag
+    assert Sagaline(app, own).app is app
 
 
 def test_socket_urls_are_spelled_for_each_client() -> None:

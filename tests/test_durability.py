@@ -9,9 +9,17 @@ from collections.abc import Callable
 
 import pytest
 
-from sagaline import Role, SagaCancelledError, Sagaline, SagaRun, SagaStatus, StepStatus
+from sagaline import (
+    Role,
+    SagaCancelledError,
+    Sagaline,
+    SagaRun,
+    SagaStatus,
+    StepStatus,
+    StuckSaga,
+)
 from tests.conftest import kill_group, start_beat, start_worker, stop_worker
-from tests.test_order_saga import fresh_shop, order, rows
+from tests.test_order_saga import fresh_shop, order, rows, shipments_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -49,16 +57,24 @@ def test_cancelling_before_the_first_step_starts_ends_cancelled_and_nothing_runs
     handle = engine.start("t_cancellable", {"tag": calls.tag})  # type: ignore[attr-defined]
 
     status = engine.cancel(handle.saga_id)
-    helper = start_worker("late")
+    helper = start_worker("late")  # started after the revoke: it never heard of it
+
+    def refused() -> list[tuple[str | None, object]]:
+        return [(t.step, t.detail.get("reason")) for t in engine.get(handle.saga_id).log
+                if t.event == "action.duplicate"]
+
     try:
-        time.sleep(1.0)
+        wait_until(lambda: bool(refused()))  # the late worker took the message
     finally:
         stop_worker(helper)
 
     assert status is SagaStatus.CANCELLED
     run = engine.get(handle.saga_id)
     assert run.status is SagaStatus.CANCELLED
+    assert refused() == [("first", "the saga is cancelled")]
+    assert run.step("first").attempts == 0
     assert run.compensations == []
+    assert not any(t.event.startswith("compensation.") for t in run.log)
     assert calls.read() == []  # type: ignore[attr-defined]
 
 
@@ -128,7 +144,10 @@ def test_cancelling_an_order_undoes_every_completed_step_in_the_store(engine: Sa
     run = handle.wait(30)
 
     assert run.status is SagaStatus.CANCELLED
-    assert run.compensations[-3:] == ["refund_payment", "release_inventory", "cancel_order"]
+    assert run.compensations == ["refund_payment", "release_inventory", "cancel_order"]
+    assert [t.step for t in run.log if t.event == "compensation.completed"] == [
+        "process_payment", "reserve_inventory", "create_order"]
+    assert shipments_for(run) == []
     assert rows(customer, product) == {"stock": 10, "balance": 50_000, "orders": ["cancelled"],
                                        "payments": ["refunded"], "reservations": [True]}
 
@@ -263,6 +282,143 @@ def test_a_worker_killed_during_a_compensation_completes_it_once_after_recovery(
     print(f"\nrecovery: the compensation restarted {restarted:.1f} s after SIGKILL "
           "(lease 2 s, sweep every 0.3 s, worker start included)")
     assert restarted < 30
+
+
+@pytest.mark.usefixtures("main_worker_paused")
+def test_stuck_lists_a_saga_whose_worker_died_mid_step_once_its_lease_ran_out(
+    engine: Sagaline, calls: object
+) -> None:
+    """While its worker's heartbeat renews the lease, a long step is not stuck, even past
+    the 2 s lease; SIGKILL the worker and, once the lease ran out, ``stuck`` lists the
+    saga with the step it waits on, still recorded running.
+    """
+    victim = start_worker("lease-victim")
+    try:
+        handle = engine.start("t_long_step", {"tag": calls.tag})  # type: ignore[attr-defined]
+        wait_until(lambda: "long:start" in calls.read())  # type: ignore[attr-defined]
+        began = handle.get().step("long").started_at
+        assert began is not None
+        wait_until(lambda: time.time() > began.timestamp() + 3.0)  # past a lease, alive
+        assert handle.saga_id not in [s.saga_id for s in engine.supervisor.stuck()]
+    finally:
+        kill_group(victim)
+
+    def listed() -> dict[str, StuckSaga]:
+        return {s.saga_id: s for s in engine.supervisor.stuck()}
+
+    wait_until(lambda: handle.saga_id in listed())
+    found = listed()[handle.saga_id]
+
+    assert found.status is SagaStatus.RUNNING
+    assert found.waiting_on == "action:long"
+    assert found.overdue_s > 0
+    assert found.deadline_at is None
+    run = engine.get(handle.saga_id)
+    assert run.step("long").status is StepStatus.RUNNING and run.step("long").attempts == 1
+    assert calls.read() == ["long:start"]  # type: ignore[attr-defined]
+    engine.cancel(handle.saga_id)
+
+
+#: The recovery limit of the workers (and so of the sweeps) the poison tests start.
+POISON_LIMIT = 2
+
+
+def stop_poison(engine: Sagaline, saga_id: str) -> None:
+    """Cancel a poison saga that did not end, so that no copy of its step message, wherever
+    it is, runs the step again (on the session's worker, say): every claim refuses it.
+    """
+    if not engine.get(saga_id).is_final:
+        engine.cancel(saga_id, "the test ended")
+
+
+def check_given_up_after_the_limit(run: SagaRun, noted: list[str]) -> None:
+    """The poison step failed with RecoveryExhaustedError after POISON_LIMIT recoveries and
+    the saga was rolled back, the step before it undone once.
+    """
+    assert run.status is SagaStatus.COMPENSATED
+    assert run.failed_step == "poison"
+    assert run.error is not None and run.error.type.endswith("RecoveryExhaustedError")
+    assert run.error.message == f"poison made no progress after {POISON_LIMIT} recoveries"
+    poison = run.step("poison")
+    assert poison.status is StepStatus.FAILED
+    assert poison.error is not None and poison.error.type.endswith("RecoveryExhaustedError")
+    recoveries = [t for t in run.log if t.event == "saga.recovering"]
+    assert [(t.detail["recovery"], t.detail["waiting_on"]) for t in recoveries] == [
+        (n, "action:poison") for n in range(1, POISON_LIMIT + 2)]
+    # Every attempt began, noted itself and died.
+    assert sorted(c for c in noted if c.startswith("poison:")) == sorted(
+        f"poison:action:{n}" for n in range(1, poison.attempts + 1))
+    assert [c for c in noted if not c.startswith("poison:")] == [
+        "first:action", "first:compensation"]
+    assert [t.step for t in run.log if t.event == "compensation.completed"] == ["first"]
+    assert run.step("first").compensation.attempts == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("main_worker_paused")
+def test_a_step_that_takes_its_worker_down_on_every_attempt_fails_after_the_recovery_limit(
+    engine: Sagaline, calls: object
+) -> None:
+    """A poison step SIGKILLs its whole worker on every attempt (its message stays with
+    the dead worker); a supervisor (this test) starts another each time. Each time the
+    lease runs out, beat's sweep recovers the saga and sends the step again, at most
+    SAGALINE_MAX_RECOVERIES times (2 on these workers); the recovery after that gives up:
+    the step fails with RecoveryExhaustedError and the saga is compensated, recorded final.
+    """
+    env = {"SAGALINE_MAX_RECOVERIES": str(POISON_LIMIT)}
+    workers = [start_worker("poisoned-0", env=env)]
+    beat = start_beat()
+    handle = engine.start("t_poison_worker", {"tag": calls.tag})  # type: ignore[attr-defined]
+    try:
+        deadline = time.monotonic() + 120
+        while not handle.get().is_final:
+            assert time.monotonic() < deadline, handle.get().log
+            if workers[-1].poll() is not None:  # it went down with the step: start another
+                try:
+                    workers.append(start_worker(f"poisoned-{len(workers)}", env=env))
+                except RuntimeError:  # it took the step before it answered, and went down
+                    continue
+            time.sleep(0.1)
+        run = handle.get()
+    finally:
+        stop_poison(engine, handle.saga_id)
+        kill_group(beat)
+        for process in workers:
+            kill_group(process)
+
+    check_given_up_after_the_limit(run, calls.read())  # type: ignore[attr-defined]
+    # One attempt from the start, at most one after each recovery but the last.
+    assert 1 <= run.step("poison").attempts <= POISON_LIMIT + 1
+
+
+@pytest.mark.usefixtures("main_worker_paused")
+def test_a_step_that_kills_its_pool_process_on_every_attempt_is_given_up_after_the_limit(
+    engine: Sagaline, calls: object
+) -> None:
+    """A poison step SIGKILLs the worker's pool process running it, on every attempt (the
+    worker itself lives on, starts a new process, and gets the message back: Celery
+    requeues a message whose process was lost). However it comes back, a step that never
+    ends is not attempted without end: it is sent once, and again at most after each of
+    SAGALINE_MAX_RECOVERIES (2) recoveries, each send delivered at most twice (the second
+    time by the requeue); then it fails with RecoveryExhaustedError, the saga compensated.
+    """
+    most = 2 * (POISON_LIMIT + 1)
+    poisoned = start_worker("poisoned", env={"SAGALINE_MAX_RECOVERIES": str(POISON_LIMIT)})
+    beat = start_beat()
+    handle = engine.start("t_poison", {"tag": calls.tag})  # type: ignore[attr-defined]
+    try:
+        wait_until(lambda: handle.get().is_final or handle.get().step("poison").attempts > most,
+                   timeout=90, every=0.1)
+        run = handle.get()
+    finally:
+        stop_poison(engine, handle.saga_id)
+        kill_group(beat)
+        kill_group(poisoned)
+
+    recovered = sum(t.event == "saga.recovering" for t in run.log)
+    assert run.step("poison").attempts <= most, (
+        f"{run.step('poison').attempts} attempts of a step whose process dies each time, "
+        f"with {recovered} recoveries counted; the saga is {run.status.value}")
+    check_given_up_after_the_limit(run, calls.read())  # type: ignore[attr-defined]
 
 
 # -- the operator's tools -------------------------------------------------------------------

@@ -78,6 +78,9 @@ def test_an_id_derived_from_a_log_entry_is_a_stable_uuid7() -> None:
 
 def test_every_lifecycle_event_is_registered_with_a_schema() -> None:
     taxonomy = Taxonomy.load(TAXONOMY)
+    assert len(set(LIFECYCLE_NAMES.values())) >= 10
+    assert {"saga.started", "saga.completed", "saga.compensated", "saga.step.completed"} <= set(
+        LIFECYCLE_NAMES.values())
     for name in LIFECYCLE_NAMES.values():
         assert name in taxonomy
         assert taxonomy.get(name).payload["type"] == "object"

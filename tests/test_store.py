@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from sagaline import RedisStore, Role, Sagaline, SagaStatus, StepStatus, new_id
 
@@ -16,20 +17,22 @@ def test_steps_finishing_at_once_never_lose_each_others_records(store: RedisStor
     store.create(saga_id, name="t_store", correlation_id=new_id(), causation_id=None,
                  inputs={}, plan=names)
     barrier = threading.Barrier(len(names))
+    outcomes: dict[str, tuple[str, str]] = {}  # checked here: a thread's assert fails nothing
 
     def run(index: int, name: str) -> None:
         barrier.wait()
         claim = store.begin(saga_id, Role.ACTION, name, index=index, lease_s=30, needed=[])
-        assert claim.kind == "run"
-        barrier_done = store.complete(saga_id, Role.ACTION, name, attempt=claim.attempt,
-                                      result={"n": index})
-        assert barrier_done == "ok"
+        done = store.complete(saga_id, Role.ACTION, name, attempt=claim.attempt,
+                              result={"n": index})
+        outcomes[name] = (claim.kind, done)
 
     threads = [threading.Thread(target=run, args=(i, n)) for i, n in enumerate(names)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+
+    assert outcomes == {name: ("run", "ok") for name in names}
 
     run_record = store.load(saga_id)
     assert [s.result for s in run_record.steps] == [{"n": i} for i in range(20)]
@@ -113,18 +116,29 @@ def test_a_completed_step_claimed_again_gives_its_recorded_result(store: RedisSt
     assert store.load(saga_id).step("a").attempts == 1
 
 
-def test_a_due_saga_of_an_unknown_definition_does_not_stop_the_sweep(engine: Sagaline) -> None:
+def test_a_due_saga_of_an_unknown_definition_does_not_stop_the_sweep(
+    engine: Sagaline, worker: object, calls: Any
+) -> None:
     """A running saga whose saga this engine does not know (another app's, or an old one)
-    is logged and looked at again later; the sweep goes on with the others.
+    is logged and looked at again later; the sweep goes on with the others: a known saga
+    due after it is recovered by the same sweep, and completes.
     """
     store = engine.store
-    saga_id = new_id()
-    store.create(saga_id, name="t_not_here", correlation_id=new_id(), causation_id=None,
+    unknown, known = new_id(), new_id()
+    store.create(unknown, name="t_not_here", correlation_id=new_id(), causation_id=None,
                  inputs={}, plan=["only"])
-    store.client.zadd(f"{store.prefix}index:active", {saga_id: 0})
+    store.create(known, name="t_quick", correlation_id=new_id(), causation_id=None,
+                 inputs={"tag": calls.tag}, plan=["only"])
+    # Both overdue, the unknown one first (its message, say, was lost long ago).
+    store.client.zadd(f"{store.prefix}index:active", {unknown: 0, known: 1})
     counts = engine.supervisor.recover()
     assert counts.get("unknown_saga", 0) >= 1
-    later = store.client.zscore(f"{store.prefix}index:active", saga_id)
+    assert counts.get("resumed", 0) >= 1
+    later = store.client.zscore(f"{store.prefix}index:active", unknown)
     now = store.client.time()[0]
     assert later is not None and later > now
-    store.client.zrem(f"{store.prefix}index:active", saga_id)
+    recovering = [t for t in store.load(known).log if t.event == "saga.recovering"]
+    assert [t.detail["recovery"] for t in recovering] == [1]
+    assert engine.wait(known, 30).status is SagaStatus.COMPLETED
+    assert calls.read() == ["only:action"]
+    store.client.zrem(f"{store.prefix}index:active", unknown)

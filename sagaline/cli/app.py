@@ -150,7 +150,10 @@ def parse_inputs(raw: str) -> dict[str, Any]:
     Returns:
         The inputs.
     """
-    text = sys.stdin.read() if raw == "-" else raw
+    try:
+        text = _read_stdin() if raw == "-" else raw
+    except UnicodeDecodeError as error:
+        fail(2, f"--input on stdin is not UTF-8 text ({error}); pass JSON in UTF-8")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
@@ -158,9 +161,20 @@ def parse_inputs(raw: str) -> dict[str, Any]:
                 "'{\"customer_id\": \"CUST-123\"}'")
     except RecursionError:
         fail(2, "--input is nested too deeply to read; flatten it")
+    except ValueError as error:  # valid JSON Python will not read, such as a huge number
+        fail(2, f"--input cannot be read: {error}")
     if not isinstance(value, dict):
         fail(2, f"--input must be a JSON object, not {type(value).__name__}")
     return value
+
+
+def _read_stdin() -> str:
+    """Standard input as UTF-8 text, strictly, whatever the locale says."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        return sys.stdin.read()
+    data: bytes = buffer.read()
+    return data.decode("utf-8")
 
 
 def print_json(value: Any) -> None:

@@ -22,9 +22,11 @@ from sagaline import (
 from .steps import (
     backup,
     chatty,
+    die,
     echo,
     fail,
     fail_undo,
+    held_undo,
     outgoing_headers,
     plan_steps,
     sleep,
@@ -102,6 +104,39 @@ slow_rollback = Saga(
         Step("first", succeed, compensation=slow_undo, args=TAG,
              compensation_args={**TAG, "seconds": Const(3)}),
         Step("second", fail, args=TAG, retry=NO_RETRY),
+    ],
+)
+
+#: Rolled back: second's compensation completes, then first's holds until the test opens
+#: the gate (``steps.gate_key``).
+held_rollback = Saga(
+    "t_held_rollback",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=held_undo, args=TAG,
+             compensation_args={**TAG, "seconds": Const(30)}),
+        Step("second", succeed, compensation=undo, args=TAG),
+        Step("third", fail, args=TAG, retry=NO_RETRY),
+    ],
+)
+
+#: Its second step kills the worker's pool process that runs it, on every attempt.
+poison = Saga(
+    "t_poison",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=undo, args=TAG),
+        Step("poison", die, compensation=undo, args={**TAG, "whole_worker": Const(False)}),
+    ],
+)
+
+#: Its second step takes its whole worker down (every process of it), on every attempt.
+poison_worker = Saga(
+    "t_poison_worker",
+    inputs=Tagged,
+    steps=[
+        Step("first", succeed, compensation=undo, args=TAG),
+        Step("poison", die, compensation=undo, args={**TAG, "whole_worker": Const(True)}),
     ],
 )
 
@@ -286,4 +321,5 @@ across = Saga(
 TEST_SAGAS = [with_headers, quick, across, long_step, undo_fails, too_slow, slow_start,
               cancellable, not_cooperative, slow_rollback, with_deadline, fan_out,
               fan_out_slow_undo, bounded, ends_in_group, with_fallback, with_pivot, child,
-              parent, dynamic, slow_branches, slow_child, parent_of_slow]
+              parent, dynamic, slow_branches, slow_child, parent_of_slow, held_rollback,
+              poison, poison_worker]

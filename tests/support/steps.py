@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from typing import Any
 
@@ -37,6 +38,11 @@ def calls_key(tag: str) -> str:
 def note(tag: str, what: str) -> None:
     """Append ``what`` to the calls of ``tag`` (how tests see what ran, how often, in order)."""
     _redis().rpush(calls_key(tag), what)
+
+
+def gate_key(tag: str) -> str:
+    """The Redis key a test sets to let the held operations of its sagas (``held_undo``) end."""
+    return f"sagaline-test:gate:{tag}"
 
 
 class Boom(NonRetryableError):
@@ -153,3 +159,32 @@ def chatty(ctx: StepContext, tag: str) -> dict[str, Any]:
     note(tag, f"{ctx.step}:{ctx.role.value}")
     log.warning("chatty step says hello")
     return {"step": ctx.step, "echo": tag}
+
+
+@saga_task("testing.held_undo")
+def held_undo(ctx: StepContext, tag: str, seconds: float) -> dict[str, Any]:
+    """A compensation that notes its start, then holds until the test opens the gate of
+    ``tag`` (at most ``seconds``), and notes its end.
+    """
+    note(tag, f"{ctx.step}:undo:start")
+    client = _redis()
+    end = time.monotonic() + seconds
+    while not client.exists(gate_key(tag)) and time.monotonic() < end:
+        time.sleep(0.02)
+    note(tag, f"{ctx.step}:undo:end")
+    return {"undone": ctx.step}
+
+
+@saga_task("testing.die")
+def die(ctx: StepContext, tag: str, whole_worker: bool) -> dict[str, Any]:
+    """A poison step: note the attempt, then SIGKILL the process running it (as a segfault
+    or the OOM killer would), or with ``whole_worker`` its worker's whole process group (as
+    a machine that goes down). It never returns.
+
+    Only for workers the tests start (each in a process group of its own).
+    """
+    note(tag, f"{ctx.step}:{ctx.role.value}:{ctx.attempt}")
+    if whole_worker:
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable: the process was killed")

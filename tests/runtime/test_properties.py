@@ -1,0 +1,108 @@
+"""Property tests of the runtime, in-process: generated sagas under generated faults.
+
+Hypothesis draws a saga's shape (steps, bounded groups, fallbacks, a pivot, nested sagas), a
+fault plan (which attempts of which operations fail, retryably or for good, or lose their
+worker), a cancel at some point, and, delivery by delivery, the order in which queued
+messages arrive, duplicates of messages, and deliveries nested in a running operation. The
+model (``model.py``) says what the run must have done; see :class:`~.model.Model`.
+
+Every property uses ``derandomize=True``: the same examples on every run, in CI too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from uuid import uuid4
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sagaline import RedisStore
+
+from .model import PropertyRun, Scenario, run_scenario, scenarios
+
+#: Generated sagas per property; the four run 2,200 top-level sagas (and their children).
+EXAMPLES = {"forward": 300, "cancel": 300, "lost": 300, "nested": 300}
+NAMES = itertools.count()
+TALLY: Counter[str] = Counter()
+OUTCOMES: Counter[str] = Counter()
+
+
+@pytest.fixture(scope="module")
+def wiring(store: RedisStore) -> Iterator[PropertyRun]:
+    """One in-process wiring for the module, under a key prefix of its own; each example
+    starts by deleting the keys the example before left.
+    """
+    run = PropertyRun(store.client, prefix=f"rt-prop-{uuid4().hex[:8]}:")
+    engine_log = logging.getLogger("sagaline")
+    level = engine_log.level
+    engine_log.setLevel(logging.CRITICAL)  # thousands of planned failures: not worth a line
+    try:
+        yield run
+    finally:
+        engine_log.setLevel(level)
+        run.forget()
+    total = sum(TALLY.values())
+    print(f"\nproperty tests: {total} generated sagas ({dict(TALLY)}); "
+          f"ended {dict(OUTCOMES)}")
+
+
+def run_property(kind: str, wiring: PropertyRun, strategy: st.SearchStrategy[Scenario]) -> None:
+    """Run ``EXAMPLES[kind]`` generated sagas of ``strategy`` and check each; count them."""
+
+    @settings(max_examples=EXAMPLES[kind], deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(scenario=strategy, data=st.data())
+    def prop(scenario: Scenario, data: st.DataObject) -> None:
+        run = run_scenario(wiring, scenario, data, f"rt_prop_{next(NAMES)}")
+        TALLY[kind] += 1
+        OUTCOMES[run.status.value] += 1
+
+    before = TALLY[kind]
+    prop()
+    assert TALLY[kind] - before >= EXAMPLES[kind], f"only {TALLY[kind] - before} sagas ran"
+
+
+def test_a_saga_not_stopped_ends_as_its_fault_plan_says_whatever_the_interleaving(
+    wiring: PropertyRun,
+) -> None:
+    """Any shape, any faults, any delivery order, duplicates and overlapping deliveries:
+    one final state; completed with exactly the declared result, or each completed effect
+    undone once in reverse stages, the compensations that gave up named, or left for an
+    operator past its pivot; no effect applied twice.
+    """
+    run_property("forward", wiring, scenarios())
+
+
+def test_a_cancel_at_any_point_undoes_exactly_what_completed_and_nothing_runs_after_it(
+    wiring: PropertyRun,
+) -> None:
+    """Cancelled between deliveries or while an operation runs (before or after its
+    effect): a running saga short of its pivot is undone (what completes late too) and ends
+    cancelled or compensation_failed; otherwise the cancel changes nothing.
+    """
+    run_property("cancel", wiring, scenarios(cancel=True))
+
+
+def test_a_worker_lost_mid_operation_is_made_good_and_no_effect_is_applied_twice(
+    wiring: PropertyRun,
+) -> None:
+    """A worker dies before or after its operation's effect: the message comes back, the
+    next attempt runs (finding the effect by its idempotency key), and the saga ends as
+    planned; an action whose outcome nobody knows is compensated when rolled back.
+    """
+    run_property("lost", wiring, scenarios(cancel=True, losses=True))
+
+
+def test_nested_sagas_complete_fail_and_roll_back_with_their_parent_steps(
+    wiring: PropertyRun,
+) -> None:
+    """A nested saga's end is its step's: it completes with the child's result, fails when
+    the child does not complete, and the parent's rollback rolls back a completed child in
+    the child's stage; a cancel stops a running child too.
+    """
+    run_property("nested", wiring, scenarios(cancel=True, children=True))
