@@ -12,6 +12,7 @@ from sagaline.context import StepContext
 from sagaline.dynamic import SagaBuilder, add_steps
 from sagaline.engine import SagaHandle, Sagaline
 from sagaline.errors import (
+    AttemptsLostError,
     ConfigurationError,
     DeadlineExceededError,
     DefinitionError,
@@ -103,6 +104,7 @@ __all__ = [
     # observing
     "telemetry",
     # errors
+    "AttemptsLostError",
     "ConfigurationError",
     "DeadlineExceededError",
     "DefinitionError",

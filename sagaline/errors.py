@@ -128,6 +128,16 @@ class ResultError(StepError):
     non_retryable = True
 
 
+class AttemptsLostError(StepError):
+    """Recorded when every attempt a step's retry policy allows was lost with its process.
+
+    The process running it died mid-step each time (a segfault, the OOM killer), so the
+    step fails for good rather than being attempted without end.
+    """
+
+    non_retryable = True
+
+
 class InjectedFaultError(StepError):
     """Raised in place of running an operation that a test or drill told to fail."""
 

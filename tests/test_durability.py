@@ -391,34 +391,37 @@ def test_a_step_that_takes_its_worker_down_on_every_attempt_fails_after_the_reco
 
 
 @pytest.mark.usefixtures("main_worker_paused")
-def test_a_step_that_kills_its_pool_process_on_every_attempt_is_given_up_after_the_limit(
+def test_a_step_that_kills_its_pool_process_on_every_attempt_fails_when_its_attempts_are_lost(
     engine: Sagaline, calls: object
 ) -> None:
     """A poison step SIGKILLs the worker's pool process running it, on every attempt (the
-    worker itself lives on, starts a new process, and gets the message back: Celery
-    requeues a message whose process was lost). However it comes back, a step that never
-    ends is not attempted without end: it is sent once, and again at most after each of
-    SAGALINE_MAX_RECOVERIES (2) recoveries, each send delivered at most twice (the second
-    time by the requeue); then it fails with RecoveryExhaustedError, the saga compensated.
+    worker lives on and gets the message back: Celery requeues a message whose process was
+    lost). Each lost attempt counts against the step's retry policy (3 attempts): after the
+    third, the next claim refuses to start a fourth, the step fails with AttemptsLostError
+    and the saga is rolled back, the step before it undone once.
     """
-    most = 2 * (POISON_LIMIT + 1)
-    poisoned = start_worker("poisoned", env={"SAGALINE_MAX_RECOVERIES": str(POISON_LIMIT)})
-    beat = start_beat()
+    poisoned = start_worker("poisoned")
     handle = engine.start("t_poison", {"tag": calls.tag})  # type: ignore[attr-defined]
     try:
-        wait_until(lambda: handle.get().is_final or handle.get().step("poison").attempts > most,
+        wait_until(lambda: handle.get().is_final or handle.get().step("poison").attempts > 3,
                    timeout=90, every=0.1)
         run = handle.get()
     finally:
         stop_poison(engine, handle.saga_id)
-        kill_group(beat)
         kill_group(poisoned)
 
-    recovered = sum(t.event == "saga.recovering" for t in run.log)
-    assert run.step("poison").attempts <= most, (
-        f"{run.step('poison').attempts} attempts of a step whose process dies each time, "
-        f"with {recovered} recoveries counted; the saga is {run.status.value}")
-    check_given_up_after_the_limit(run, calls.read())  # type: ignore[attr-defined]
+    poison = run.step("poison")
+    assert poison.attempts == 3, f"{poison.attempts} attempts; the saga is {run.status.value}"
+    assert run.status is SagaStatus.COMPENSATED
+    assert run.failed_step == "poison"
+    assert run.error is not None and run.error.type == "sagaline.errors.AttemptsLostError"
+    assert "lost with its process on each of its 3 attempts" in run.error.message
+    assert poison.status is StepStatus.FAILED
+    noted = calls.read()  # type: ignore[attr-defined]
+    assert [c for c in noted if c.startswith("poison:")] == [
+        f"poison:action:{n}" for n in (1, 2, 3)]
+    assert [c for c in noted if not c.startswith("poison:")] == [
+        "first:action", "first:compensation"]
 
 
 # -- the operator's tools -------------------------------------------------------------------

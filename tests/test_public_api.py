@@ -14,7 +14,7 @@ EXPECTED = {
     "NonRetryableError", "SagaError", "SagaNotFoundError", "StateError", "StepError",
     "StepTimeoutError", "UnknownSagaError", "WaitTimeoutError", "StuckSaga", "Supervisor",
     "DeadLetter", "DeadlineExceededError", "RecoveryExhaustedError", "SagaCancelledError",
-    "ResultError",
+    "ResultError", "AttemptsLostError",
     # events
     "Event", "EventBus", "EventType", "Subscription", "Taxonomy", "event_name", "subscriber",
     "EventError", "InvalidEventError", "PublishError", "SagasDisabledError", "TaxonomyError",

@@ -10,22 +10,27 @@ does the chores of a delivery: it settles child sagas that ended and publishes e
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sagaline import codec, telemetry
+from sagaline import codec
 from sagaline.child import SubSaga, child_id_of
 from sagaline.context import StepContext
 from sagaline.dynamic import added_steps, extend
-from sagaline.errors import InjectedFaultError, ResultError, describe_error
+from sagaline.errors import (
+    AttemptsLostError,
+    InjectedFaultError,
+    ResultError,
+    describe_error,
+)
 from sagaline.events.outbox import Outbox
-from sagaline.policy import RetryPolicy
-from sagaline.refs import Ref, resolve_all, steps_referenced
+from sagaline.refs import resolve_all
 from sagaline.runtime.driver import Driver, group_spec
 from sagaline.runtime.heartbeat import Heartbeat
 from sagaline.runtime.message import Envelope, RetryIn, Skip
 from sagaline.runtime.nested import NestedSagas
+from sagaline.runtime.operation import Plan, operation_span, plan_for
 from sagaline.saga import Saga
 from sagaline.status import Role
 from sagaline.step import Step
@@ -60,32 +65,6 @@ class _Outcome:
     last: bool
     added: list[Step]
     saga_result: Any
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What one operation needs before it is claimed."""
-
-    saga: Saga
-    step: Step
-    index: int
-    refs: Mapping[str, Ref]
-    needed: list[str]
-    policy: RetryPolicy
-    last: bool
-
-
-def _operation_span(envelope: Envelope, saga: Saga, index: int, attempt: int,
-                    correlation_id: str) -> telemetry.OperationSpan:
-    """Tell telemetry an attempt starts; the span then reports its stop or exception."""
-    scope = telemetry.current_scope()
-    return telemetry.OperationSpan(("sagaline", "compensation" if envelope.role is
-                                    Role.COMPENSATION else "step"), {
-        "saga": saga.name, "saga_id": envelope.saga_id, "correlation_id": correlation_id,
-        "step": envelope.step, "role": envelope.role.value, "position": index + 1,
-        "total": len(saga.steps), "attempt": attempt,
-        "traceparent": scope.traceparent if scope else "",
-    })
 
 
 class Runtime:
@@ -157,9 +136,10 @@ class Runtime:
 
     def execute(self, envelope: Envelope, call: Callable[..., Any], delivery: Delivery) -> Any:
         """Claim an attempt, run it and record it; see :mod:`sagaline.runtime`, step 2."""
-        plan = self._plan(envelope)
+        plan = plan_for(self.driver.definition_of(envelope.saga, envelope.saga_id), envelope)
         claim = self.store.begin(envelope.saga_id, envelope.role, plan.step.name,
-                                 index=plan.index, lease_s=self.lease_s, needed=plan.needed)
+                                 index=plan.index, lease_s=self.lease_s, needed=plan.needed,
+                                 max_attempts=plan.policy.attempts)
         if claim.kind == "completed":
             group = plan.saga.group_of(plan.step.name)
             in_chain = envelope.role is Role.ACTION and group is None
@@ -170,6 +150,14 @@ class Runtime:
             return claim.result
         if claim.kind == "busy":
             raise RetryIn(min(claim.wait_s + 0.1, BUSY_RECHECK_MAX_S))
+        if claim.kind == "lost":
+            lost = AttemptsLostError(
+                f"{plan.step.name} was lost with its process on each of its {claim.attempt} "
+                "attempts (the process died mid-step); it is not attempted again",
+                saga_id=envelope.saga_id, step=plan.step.name)
+            log.error("[saga %s] %s", envelope.saga_id, lost)
+            self._failed(plan, envelope, claim.attempt, lost)
+            raise lost
         if claim.kind != "run":
             raise Skip(f"{envelope.role.value} {plan.step.name} not run: {claim.kind} "
                        f"{claim.saga_status}")
@@ -182,29 +170,7 @@ class Runtime:
             return self._unusable(envelope, plan, claim, ctx, value, error)
         return self._record(envelope, plan, claim, ctx, done)
 
-    def _plan(self, envelope: Envelope) -> _Plan:
-        """The operation's definition, arguments, results it reads and retry policy."""
-        saga = self.driver.definition_of(envelope.saga, envelope.saga_id)
-        step = saga.step(envelope.step)
-        index = saga.index_of(step.name)
-        role = envelope.role
-        if role is Role.COMPENSATION:
-            undo = step.undo_args
-            if envelope.undoes_fallback and step.fallback is not None:
-                undo = step.fallback.undo_args(step.name)
-            return _Plan(saga, step, index, undo, steps_referenced(undo),
-                         saga.compensation_retry_for(step), False)
-        last = saga.is_last(step.name)
-        refs, policy = step.args, saga.retry_for(step)
-        if role is Role.FALLBACK and step.fallback is not None:
-            refs, policy = step.fallback.args, step.fallback.retry or saga.retry
-        needed = steps_referenced(refs)
-        if last:
-            needed += [s for s in saga.results_for_return() if s not in needed]
-        return _Plan(saga, step, index, refs, [s for s in needed if s != step.name], policy,
-                     last)
-
-    def _run(self, envelope: Envelope, plan: _Plan, claim: Claim, call: Callable[..., Any]
+    def _run(self, envelope: Envelope, plan: Plan, claim: Claim, call: Callable[..., Any]
              ) -> tuple[StepContext, Any]:
         """Run the claimed attempt under its lease; on failure, :meth:`_failed` decides.
 
@@ -221,7 +187,7 @@ class Runtime:
             causation_id=claim.started_event or None, event_check=self.check_event,
             source=getattr(step.task_for(role, envelope.undoes_fallback), "name", step.name),
         )
-        span = _operation_span(envelope, plan.saga, plan.index, claim.attempt,
+        span = operation_span(envelope, plan.saga, plan.index, claim.attempt,
                                claim.correlation_id)
         try:
             arguments = resolve_all(plan.refs, claim.inputs, claim.results)
@@ -262,7 +228,7 @@ class Runtime:
 
     # -- recording it, and going on ---------------------------------------------------------
 
-    def _outcome(self, envelope: Envelope, plan: _Plan, claim: Claim, value: Any) -> _Outcome:
+    def _outcome(self, envelope: Envelope, plan: Plan, claim: Claim, value: Any) -> _Outcome:
         """What a completed attempt records: its result and, for an action, what follows.
 
         Raises whatever makes the result unusable (see :meth:`_unusable`).
@@ -282,7 +248,7 @@ class Runtime:
             saga_result = saga.build_result(claim.inputs, {**claim.results, step.name: result})
         return _Outcome(result, saga, last, added, saga_result)
 
-    def _unusable(self, envelope: Envelope, plan: _Plan, claim: Claim, ctx: StepContext,
+    def _unusable(self, envelope: Envelope, plan: Plan, claim: Claim, ctx: StepContext,
                   value: Any, error: Exception) -> Any:
         """The function returned, but its result cannot be used: never run it again.
 
@@ -314,7 +280,7 @@ class Runtime:
                                         retryable=False))
         raise problem from error
 
-    def _record(self, envelope: Envelope, plan: _Plan, claim: Claim, ctx: StepContext,
+    def _record(self, envelope: Envelope, plan: Plan, claim: Claim, ctx: StepContext,
                 done: _Outcome) -> Any:
         """Record a completed attempt and drive the saga on (step 2c-2f of the algorithm)."""
         saga_id, role, step = envelope.saga_id, envelope.role, plan.step
@@ -362,7 +328,7 @@ class Runtime:
             self.driver.continue_rollback(envelope.saga_id)
             raise Skip(f"{envelope.step} completed after its saga was stopped; compensating it")
 
-    def _failed(self, plan: _Plan, envelope: Envelope, attempt: int, error: Exception) -> None:
+    def _failed(self, plan: Plan, envelope: Envelope, attempt: int, error: Exception) -> None:
         """Record a failed attempt; raise :class:`RetryIn` or :class:`Skip` to go on.
 
         :class:`RetryIn` when the policy retries it, :class:`Skip` when the step's fallback

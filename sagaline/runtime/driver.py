@@ -221,7 +221,20 @@ class Driver:
     # -- failing and rolling back ---------------------------------------------------------
 
     def step_failed(self, envelope: Envelope, exc: BaseException) -> None:
-        """An action failed for good: fail the saga once and start its rollback."""
+        """An action failed for good: fail the saga once and start its rollback.
+
+        An action recorded completed did not fail: what failed came after it (sending the
+        next message, with the broker down). The saga still runs and the recovery sweep
+        drives it on after the hand-off time; it is not rolled back.
+        """
+        done = self.store.operation_status(envelope.saga_id, envelope.role.value,
+                                           envelope.step) == "completed"
+        if done:
+            if self.store.status(envelope.saga_id) is SagaStatus.RUNNING:
+                log.warning("[saga %s] %s completed, but what follows could not be sent (%s); "
+                            "the recovery sweep drives the saga on", envelope.saga_id,
+                            envelope.step, exc)
+            return
         saga = self.definition_of(envelope.saga, envelope.saga_id)
         error = describe_error(exc, step=envelope.step)
         rollback = self.fail(saga, envelope.saga_id, envelope.step, error)

@@ -138,6 +138,11 @@ class SagaRecords:
         """
         return cast(dict[str, str], self.client.hgetall(self.saga_keys(saga_id)[0]))
 
+    def operation_status(self, saga_id: str, role: str, step: str) -> str | None:
+        """The status of one operation (``action``, ``fallback`` or ``compensation``)."""
+        raw = self.client.hget(self.saga_keys(saga_id)[1], f"{role}:{step}:status")
+        return cast(str | None, raw)
+
     def name_of(self, saga_id: str) -> str | None:
         """The name of the saga a run follows, or ``None`` if it is not recorded."""
         return cast(str | None, self.client.hget(self.saga_keys(saga_id)[0], "name"))

@@ -195,10 +195,15 @@ class RedisStore(SagaRecords):
         return cast(str | None, self._housekeep("next_child_done") or None)
 
     def begin(self, saga_id: str, role: Role, step: str, *, index: int, lease_s: float,
-              needed: Sequence[str]) -> Claim:
-        """Claim the next attempt of a step's action or compensation (see ``begin.lua``)."""
+              needed: Sequence[str], max_attempts: int = 0) -> Claim:
+        """Claim the next attempt of a step's action or compensation (see ``begin.lua``).
+
+        ``max_attempts`` is the retry policy's: once that many attempts were lost with their
+        processes, the claim answers ``lost`` instead of starting another (0: no limit).
+        """
         reply = self._call("begin", saga_id, role.value, step, index, lease_s,
-                           codec.dumps(list(needed)), "1" if self.honour_faults else "0")
+                           codec.dumps(list(needed)), "1" if self.honour_faults else "0",
+                           max_attempts)
         return claim_from_reply(reply, needed, saga_id)
 
     def renew(self, saga_id: str, role: Role, step: str, *, attempt: int, lease_s: float

@@ -57,6 +57,8 @@ def claim_from_reply(reply: list[Any], needed: Sequence[str], saga_id: str = "")
         return Claim(kind, wait_s=float(reply[1]))
     if kind == "inactive":
         return Claim(kind, saga_status=reply[1])
+    if kind == "lost":
+        return Claim(kind, attempt=int(reply[1]))
     return Claim(kind)
 
 

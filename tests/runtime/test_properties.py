@@ -15,18 +15,21 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from uuid import uuid4
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sagaline import RedisStore
+from sagaline import Fallback, RedisStore, RetryPolicy, Saga, Step
+from sagaline.status import SagaStatus, StepStatus
 
 from .model import PropertyRun, Scenario, run_scenario, scenarios
+from .support import InProcess, Nothing, backup, refuse, succeed, undo
 
 #: Generated sagas per property; the four run 2,200 top-level sagas (and their children).
-EXAMPLES = {"forward": 300, "cancel": 300, "lost": 300, "nested": 300}
+EXAMPLES = {"forward": 700, "cancel": 550, "lost": 500, "nested": 450}
 NAMES = itertools.count()
 TALLY: Counter[str] = Counter()
 OUTCOMES: Counter[str] = Counter()
@@ -106,3 +109,63 @@ def test_nested_sagas_complete_fail_and_roll_back_with_their_parent_steps(
     the child's stage; a cancel stops a running child too.
     """
     run_property("nested", wiring, scenarios(cancel=True, children=True))
+
+
+# -- the counterexamples the properties found, shrunk -------------------------------------------
+#
+# A pivot commits the saga once it completed (``Saga``'s docstring). A step whose action gave
+# up completes by its fallback (``Fallback``'s docstring: later steps read the fallback's
+# result as the step's). Yet the store's ``pivot_passed`` (``store/lua/_prelude.lua``) looks
+# only at ``action:<pivot>:status``; so a pivot completed by its fallback does not count, and
+# ``fail_saga.lua`` rolls the saga back past it, and ``abort.lua`` cancels it.
+
+pivot_by_fallback = Saga("rt_prop_pivot_by_fallback", inputs=Nothing, steps=[
+    Step("book", succeed, compensation=undo),
+    Step("commit", refuse, pivot=True, fallback=Fallback(backup)),
+    Step("ship", refuse, retry=RetryPolicy(attempts=2, initial=timedelta(0), jitter=0)),
+])
+
+pivot_by_fallback_then_more = Saga("rt_prop_pivot_by_fallback_more", inputs=Nothing, steps=[
+    Step("book", succeed, compensation=undo),
+    Step("commit", refuse, pivot=True, fallback=Fallback(backup)),
+    Step("ship", succeed, retry=RetryPolicy(attempts=2, initial=timedelta(0), jitter=0)),
+])
+
+
+def test_a_pivot_completed_by_its_fallback_commits_so_a_later_failure_waits_for_an_operator(
+    rt: InProcess,
+) -> None:
+    """The pivot's action gives up and its fallback completes it; a step after the pivot
+    then fails for good. The saga was committed: it must turn needs_attention, as it does
+    when the pivot's action completed, and undo nothing.
+    """
+    saga_id = rt.start(pivot_by_fallback)
+
+    delivered = rt.run()
+
+    assert [(d.message.name, d.outcome) for d in delivered][:4] == [
+        ("book:action", "returned"), ("commit:action", "skip"),
+        ("commit:fallback", "returned"), ("ship:action", "failed")]
+    run = rt.load(saga_id)
+    assert run.step("commit").fallback is not None
+    assert run.step("commit").fallback.status is StepStatus.COMPLETED
+    assert run.status is SagaStatus.NEEDS_ATTENTION, (
+        f"rolled back past a completed pivot: {run.status.value}, undone {rt.undone(saga_id)}")
+    assert rt.undone(saga_id) == []
+
+
+def test_a_cancel_after_a_pivot_completed_by_its_fallback_changes_nothing(rt: InProcess) -> None:
+    """Past its pivot a saga cannot be cancelled (the cancel leaves it running, as when the
+    pivot's action completed); a pivot completed by its fallback is passed just the same.
+    """
+    saga_id = rt.start(pivot_by_fallback_then_more)
+    rt.deliver("book:action")
+    assert rt.deliver("commit:action").outcome == "skip"
+    assert rt.deliver("commit:fallback").outcome == "returned"
+
+    status = rt.supervisor.cancel(saga_id)
+
+    assert status is SagaStatus.RUNNING, f"cancelled past a completed pivot: {status.value}"
+    rt.run()
+    assert rt.load(saga_id).status is SagaStatus.COMPLETED
+    assert rt.undone(saga_id) == []

@@ -1,6 +1,10 @@
 -- Claim one attempt of a step's action, fallback or compensation.
 -- ARGV[5..]: role, step, index, lease_s, needed_json (steps whose results to return),
--- faults ('1' to honour injected faults).
+-- faults ('1' to honour injected faults), max_attempts (the retry policy's attempts; 0: no
+-- limit).
+-- An attempt still marked running whose lease ran out was lost with its process (killed
+-- mid-step): it counts as a failed attempt, so a step whose process dies every time is not
+-- attempted without end.
 -- Returns one of:
 --   {'run', attempt, inputs_json, correlation_id, fault, parent_id, started,
 --       result_json...}  run it now; when fault is not '', an injected fault says this
@@ -11,6 +15,8 @@
 --   {'busy', seconds_left}   another attempt holds a live lease
 --   {'inactive', saga_status}  the saga is not in a state where this may run
 --   {'failed'}   it failed finally before: a redelivered message
+--   {'lost', attempts}  every attempt the policy allows was lost with its process: the
+--       caller records the final failure
 --   {'missing'}  no such saga (expired or never recorded)
 local role, step = ARGV[5], ARGV[6]
 local index, lease_s = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -52,6 +58,9 @@ if st == 'running' then
     duplicate('another attempt holds the lease')
     return {'busy', fmt(lease - now)}
   end
+  local tried = tonumber(redis.call('HGET', STEPS, f .. 'attempts') or '0')
+  local most = tonumber(ARGV[11] or '0') or 0
+  if most > 0 and tried >= most then return {'lost', tried} end
 end
 local attempt = redis.call('HINCRBY', STEPS, f .. 'attempts', 1)
 redis.call('HSET', STEPS, f .. 'status', 'running', f .. 'lease_until', fmt(now + lease_s))
