@@ -6,7 +6,8 @@ worker), a cancel at some point, and, delivery by delivery, the order in which q
 messages arrive, duplicates of messages, and deliveries nested in a running operation. The
 model (``model.py``) says what the run must have done; see :class:`~.model.Model`.
 
-Every property uses ``derandomize=True``: the same examples on every run, in CI too.
+Every property uses ``derandomize=True``: the same examples on every run, in CI too. The
+engine bugs they found follow at the end, shrunk, as plain tests.
 """
 
 from __future__ import annotations
@@ -23,13 +24,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sagaline import Fallback, RedisStore, RetryPolicy, Saga, Step
+from sagaline.runtime import Runtime
 from sagaline.status import SagaStatus, StepStatus
 
-from .model import PropertyRun, Scenario, run_scenario, scenarios
+from .model import (
+    LEDGER,
+    LOST_AFTER,
+    PropertyRun,
+    SagaSpec,
+    Scenario,
+    StepSpec,
+    WorkerLost,
+    declare,
+    run_scenario,
+    scenarios,
+)
 from .support import InProcess, Nothing, backup, refuse, succeed, undo
 
-#: Generated sagas per property; the four run 2,200 top-level sagas (and their children).
-EXAMPLES = {"forward": 700, "cancel": 550, "lost": 500, "nested": 450}
+#: Generated sagas per property; the four run 3,000 top-level sagas (and their children).
+EXAMPLES = {"forward": 900, "cancel": 700, "lost": 700, "nested": 700}
 NAMES = itertools.count()
 TALLY: Counter[str] = Counter()
 OUTCOMES: Counter[str] = Counter()
@@ -94,9 +107,11 @@ def test_a_cancel_at_any_point_undoes_exactly_what_completed_and_nothing_runs_af
 def test_a_worker_lost_mid_operation_is_made_good_and_no_effect_is_applied_twice(
     wiring: PropertyRun,
 ) -> None:
-    """A worker dies before or after its operation's effect: the message comes back, the
-    next attempt runs (finding the effect by its idempotency key), and the saga ends as
-    planned; an action whose outcome nobody knows is compensated when rolled back.
+    """A worker dies before or after its operation's effect; the message comes back. The
+    lost attempt counts: if the policy allows another, it runs (finding a lost attempt's
+    effect by its idempotency key); if not, the operation fails for good. Either way the saga
+    ends as planned, no effect is applied twice, and an action whose outcome nobody knows is
+    compensated when the saga rolls back.
     """
     run_property("lost", wiring, scenarios(cancel=True, losses=True))
 
@@ -147,8 +162,8 @@ def test_a_pivot_completed_by_its_fallback_commits_so_a_later_failure_waits_for_
         ("book:action", "returned"), ("commit:action", "skip"),
         ("commit:fallback", "returned"), ("ship:action", "failed")]
     run = rt.load(saga_id)
-    assert run.step("commit").fallback is not None
-    assert run.step("commit").fallback.status is StepStatus.COMPLETED
+    fallback = run.step("commit").fallback
+    assert fallback is not None and fallback.status is StepStatus.COMPLETED
     assert run.status is SagaStatus.NEEDS_ATTENTION, (
         f"rolled back past a completed pivot: {run.status.value}, undone {rt.undone(saga_id)}")
     assert rt.undone(saga_id) == []
@@ -169,3 +184,41 @@ def test_a_cancel_after_a_pivot_completed_by_its_fallback_changes_nothing(rt: In
     rt.run()
     assert rt.load(saga_id).status is SagaStatus.COMPLETED
     assert rt.undone(saga_id) == []
+
+
+# An attempt whose worker died (its lease ran out) counts as a failed attempt; on the last
+# one the policy allows, the message that comes back fails the action for good
+# (``begin.lua`` answers ``lost``; ``AttemptsLostError``). Its outcome is unknown: the
+# effect may be in place. Yet ``plan_rollback`` (``_prelude.lua``) plans compensations only
+# for actions recorded completed (or running), so the rollback leaves that effect in place
+# and the saga ends compensated. An awaited action whose worker was lost is compensated
+# (``awaited.lua``: "compensations undo nothing when there is nothing to undo"); this one
+# is not.
+
+
+def test_an_action_lost_with_its_worker_on_its_last_attempt_is_undone_when_rolled_back(
+    rt: InProcess,
+) -> None:
+    """The charge applies its effect, then its worker dies, on its only attempt. The message
+    comes back and the action fails for good: the rollback must run its compensation, which
+    finds the charge by its idempotency key and undoes it.
+    """
+    saga, _ = declare(SagaSpec((StepSpec("charge", attempts=1, undo=True, undo_attempts=1),)),
+                      "rt_prop_lost_charge")
+    LEDGER.reset({saga.name: {("charge", "action"): (LOST_AFTER,)}})
+    saga_id = rt.start(saga, {"n": 0})
+    message = rt.take("charge:action")
+    dying = Runtime(rt.store, rt.driver, rt.nested, rt.outbox, lease_s=-1.0,
+                    check_event=lambda name, payload: [])
+    with pytest.raises(WorkerLost):
+        dying.deliver(message.envelope, rt._caller(message.envelope))
+
+    again = rt.deliver_message(message)  # reject_on_worker_lost: the broker gives it back
+
+    assert again.outcome == "failed"
+    rt.run()
+    run = rt.load(saga_id)
+    assert run.status is SagaStatus.COMPENSATED
+    assert (LEDGER.calls[0].op, LEDGER.calls[0].applied) == ("action", True)
+    assert [c.op for c in LEDGER.calls if c.op == "undo"] == ["undo"], (
+        "the saga ended compensated, but the charge its lost attempt made was never undone")

@@ -126,6 +126,12 @@ local function plan_rollback(steps_json, at)
       st = redis.call('HGET', STEPS, 'fallback:' .. name .. ':status')
       has_compensation = fallback == 'undo'
     end
+    if via == 'action' and st == 'failed'
+        and redis.call('HGET', STEPS, 'action:' .. name .. ':in_doubt') == '1' then
+      -- Failed with its outcome unknown (its process died mid-step): undo it as completed
+      -- (a compensation undoes nothing when there is nothing to undo).
+      st = 'completed'
+    end
     local f = 'compensation:' .. name .. ':'
     if st == 'waiting' then st = 'running' end  -- its child saga still runs
     if st == 'completed' or st == 'running' then
@@ -163,6 +169,10 @@ local function pivot_passed(steps_json)
   for _, row in ipairs(cjson.decode(steps_json)) do
     if row[5] == true then
       local st = redis.call('HGET', STEPS, 'action:' .. row[1] .. ':status')
+      if st == 'failed' and (row[4] or '') ~= '' then
+        -- Its fallback stands in for it: a pivot completed by its fallback is passed too.
+        st = redis.call('HGET', STEPS, 'fallback:' .. row[1] .. ':status') or st
+      end
       if st == 'completed' or st == 'running' then return row[1] end
     end
   end

@@ -60,7 +60,12 @@ if st == 'running' then
   end
   local tried = tonumber(redis.call('HGET', STEPS, f .. 'attempts') or '0')
   local most = tonumber(ARGV[11] or '0') or 0
-  if most > 0 and tried >= most then return {'lost', tried} end
+  if most > 0 and tried >= most then
+    -- Its outcome is unknown (the process may have died after the effect): once failed, a
+    -- rollback still undoes it (plan_rollback), as for an awaited action (awaited.lua).
+    redis.call('HSET', STEPS, f .. 'in_doubt', '1')
+    return {'lost', tried}
+  end
 end
 local attempt = redis.call('HINCRBY', STEPS, f .. 'attempts', 1)
 redis.call('HSET', STEPS, f .. 'status', 'running', f .. 'lease_until', fmt(now + lease_s))

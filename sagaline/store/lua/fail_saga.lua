@@ -29,6 +29,8 @@ if failed_step ~= '' then
     redis.call('HSET', STEPS, f .. 'status', 'failed', f .. 'error', error_json,
                f .. 'ended_at', fmt(now))
     redis.call('HDEL', STEPS, f .. 'lease_until')
+    -- It was running: what it did before it was stopped is unknown, so it is undone too.
+    if st == 'running' then redis.call('HSET', STEPS, f .. 'in_doubt', '1') end
   end
 end
 local pivot = pivot_passed(ARGV[7])
