@@ -95,7 +95,8 @@ class Sagaline:
             lease: How long a running attempt's claim lasts without a heartbeat; a worker
                 lost mid-step is noticed this long after its last heartbeat.
             max_recoveries: How often the sweep drives one saga on without progress before
-                it fails the operation it waits on.
+                it fails the operation it waits on; also how often an operation lost with
+                its process is run again before it fails (``AttemptsLostError``).
             bus: Where events go (the engine's lifecycle events and those steps emit);
                 ``None``: nowhere, though every saga's log still records them.
             lifecycle_events: Whether the engine's lifecycle events go to the bus (the
@@ -126,7 +127,8 @@ class Sagaline:
         nested = NestedSagas(store, self.driver)
         self.runtime = Runtime(store, self.driver, nested, self.outbox,
                                lease_s=lease.total_seconds(),
-                               check_event=bus.check if bus is not None else _name_check)
+                               check_event=bus.check if bus is not None else _name_check,
+                               max_recoveries=max_recoveries)
         self.supervisor = Supervisor(store, self.driver, nested, self.outbox,
                                      max_recoveries=max_recoveries)
         self.transport.bind(self.runtime, self.supervisor)

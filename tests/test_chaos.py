@@ -114,16 +114,16 @@ def test_a_hundred_orders_survive_workers_killed_at_random(engine: Sagaline) -> 
     beat = start_beat()
     began = time.time()
     workers = [start_worker("chaos-0")]
-    orders = [
-        {"customer_id": customer,
-         "items": [{"product_id": product, "quantity": rng.randint(1, 3)}],
-         "total_amount": f"{rng.randint(10, 90)}.{rng.randint(0, 99):02d}"}
-        for _ in range(100)
-    ]
+    def order() -> dict[str, object]:
+        return {"customer_id": customer,
+                "items": [{"product_id": product, "quantity": rng.randint(1, 3)}],
+                "total_amount": f"{rng.randint(10, 90)}.{rng.randint(0, 99):02d}"}
+
+    orders = [order() for _ in range(100)]
     ids: list[str] = []
 
-    def start_all() -> None:
-        for inputs in orders:
+    def start_all(batch: list[dict[str, object]]) -> None:
+        for inputs in batch:
             ids.append(engine.start("order_processing", inputs).saga_id)
             time.sleep(rng.uniform(0, 0.03))
 
@@ -134,21 +134,30 @@ def test_a_hundred_orders_survive_workers_killed_at_random(engine: Sagaline) -> 
             running, unfinished = steps_in_flight(engine, list(ids), since, first=True)
             if running:
                 return True
-            if len(ids) == 100 and not unfinished:
+            if len(ids) == len(orders) and not unfinished:
                 return False
             assert time.monotonic() < deadline, "no step of the worker ran in 30 s"
             time.sleep(0.01)
 
     caught: set[tuple[str, str]] = set()  # steps whose worker died under them
     kills = 0
-    starter = threading.Thread(target=start_all)
+    starter = threading.Thread(target=start_all, args=(list(orders),))
     started = time.monotonic()
     try:
         starter.start()
         while (kills < 4 or not caught) and kills < 12:
             time.sleep(rng.uniform(0.2, 1.2))
             if not wait_for_a_step_in_flight(began):
-                break
+                if caught:
+                    break
+                # Every saga ended before a kill caught a step mid-way (steps take
+                # milliseconds): start another batch and go on killing.
+                starter.join()
+                more = [order() for _ in range(20)]
+                orders.extend(more)
+                starter = threading.Thread(target=start_all, args=(more,))
+                starter.start()
+                continue
             kill_group(workers[-1])
             kills += 1
             # Its worker is dead: what it left running can only end by a recovery.
@@ -163,7 +172,7 @@ def test_a_hundred_orders_survive_workers_killed_at_random(engine: Sagaline) -> 
             kill_group(worker)
     elapsed = time.monotonic() - started
 
-    assert len(set(ids)) == 100
+    assert len(set(ids)) == len(orders) >= 100
     assert all(r.is_final for r in runs), [r.status for r in runs if not r.is_final]
     check_books(runs, customer, product, stock=170, balance=1_000_000)
     assert caught, f"none of {kills} kills caught a step mid-way"
@@ -181,7 +190,8 @@ def test_a_hundred_orders_survive_workers_killed_at_random(engine: Sagaline) -> 
                      if r.status is SagaStatus.COMPLETED)
     assert all(r.inputs["items"][0]["quantity"] > left for r in runs
                if r.status is SagaStatus.COMPENSATED)
-    print(f"\nchaos: 100 sagas, {kills} SIGKILLs ({len(caught)} steps caught mid-way), all "
+    print(f"\nchaos: {len(orders)} sagas, {kills} SIGKILLs ({len(caught)} steps caught "
+          "mid-way), all "
           f"final in {elapsed:.1f} s; {recovered} recovered by the sweep; {completed} "
           "completed")
 

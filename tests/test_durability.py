@@ -333,7 +333,8 @@ def stop_poison(engine: Sagaline, saga_id: str) -> None:
 
 def check_given_up_after_the_limit(run: SagaRun, noted: list[str]) -> None:
     """The poison step failed with RecoveryExhaustedError after POISON_LIMIT recoveries and
-    the saga was rolled back, the step before it undone once.
+    the saga was rolled back: the poison step, whose outcome is in doubt (its process died
+    mid-step), undone first, then the step before it, each once.
     """
     assert run.status is SagaStatus.COMPENSATED
     assert run.failed_step == "poison"
@@ -345,12 +346,13 @@ def check_given_up_after_the_limit(run: SagaRun, noted: list[str]) -> None:
     recoveries = [t for t in run.log if t.event == "saga.recovering"]
     assert [(t.detail["recovery"], t.detail["waiting_on"]) for t in recoveries] == [
         (n, "action:poison") for n in range(1, POISON_LIMIT + 2)]
-    # Every attempt began, noted itself and died.
-    assert sorted(c for c in noted if c.startswith("poison:")) == sorted(
+    # Every attempt began, noted itself and died; then the rollback undid both steps.
+    assert sorted(c for c in noted if c.startswith("poison:action")) == sorted(
         f"poison:action:{n}" for n in range(1, poison.attempts + 1))
-    assert [c for c in noted if not c.startswith("poison:")] == [
-        "first:action", "first:compensation"]
-    assert [t.step for t in run.log if t.event == "compensation.completed"] == ["first"]
+    assert [c for c in noted if not c.startswith("poison:action")] == [
+        "first:action", "poison:compensation", "first:compensation"]
+    assert [t.step for t in run.log if t.event == "compensation.completed"] == [
+        "poison", "first"]
     assert run.step("first").compensation.attempts == 1  # type: ignore[union-attr]
 
 
@@ -396,11 +398,13 @@ def test_a_step_that_kills_its_pool_process_on_every_attempt_fails_when_its_atte
 ) -> None:
     """A poison step SIGKILLs the worker's pool process running it, on every attempt (the
     worker lives on and gets the message back: Celery requeues a message whose process was
-    lost). Each lost attempt counts against the step's retry policy (3 attempts): after the
-    third, the next claim refuses to start a fourth, the step fails with AttemptsLostError
-    and the saga is rolled back, the step before it undone once.
+    lost). A lost attempt is run again at most SAGALINE_MAX_RECOVERIES (2) times: after the
+    third attempt, the next claim refuses to start a fourth, the step fails with
+    AttemptsLostError
+    and the saga is rolled back: the poison step, whose outcome is in doubt, undone first,
+    then the step before it, each once.
     """
-    poisoned = start_worker("poisoned")
+    poisoned = start_worker("poisoned", env={"SAGALINE_MAX_RECOVERIES": str(POISON_LIMIT)})
     handle = engine.start("t_poison", {"tag": calls.tag})  # type: ignore[attr-defined]
     try:
         wait_until(lambda: handle.get().is_final or handle.get().step("poison").attempts > 3,
@@ -418,10 +422,10 @@ def test_a_step_that_kills_its_pool_process_on_every_attempt_fails_when_its_atte
     assert "lost with its process on each of its 3 attempts" in run.error.message
     assert poison.status is StepStatus.FAILED
     noted = calls.read()  # type: ignore[attr-defined]
-    assert [c for c in noted if c.startswith("poison:")] == [
+    assert [c for c in noted if c.startswith("poison:action")] == [
         f"poison:action:{n}" for n in (1, 2, 3)]
-    assert [c for c in noted if not c.startswith("poison:")] == [
-        "first:action", "first:compensation"]
+    assert [c for c in noted if not c.startswith("poison:action")] == [
+        "first:action", "poison:compensation", "first:compensation"]
 
 
 # -- the operator's tools -------------------------------------------------------------------

@@ -77,10 +77,13 @@ class Runtime:
         outbox: Publishes the events a delivery logged.
         lease_s: How long an attempt's claim lasts without a heartbeat.
         check_event: Checks each event a step emits.
+        max_recoveries: How often an operation lost with its process (it died mid-step)
+            is run again; past that, the claim answers ``lost`` and it fails for good.
     """
 
     def __init__(self, store: RedisStore, driver: Driver, nested: NestedSagas, outbox: Outbox,
-                 *, lease_s: float, check_event: EventCheck) -> None:
+                 *, lease_s: float, check_event: EventCheck, max_recoveries: int = 5
+                 ) -> None:
         """Run deliveries against ``store``, going on with ``driver``."""
         self.store = store
         self.driver = driver
@@ -88,6 +91,7 @@ class Runtime:
         self.outbox = outbox
         self.lease_s = lease_s
         self.check_event = check_event
+        self.max_recoveries = max_recoveries
 
     # -- the transport's three entries ----------------------------------------------------
 
@@ -139,7 +143,7 @@ class Runtime:
         plan = plan_for(self.driver.definition_of(envelope.saga, envelope.saga_id), envelope)
         claim = self.store.begin(envelope.saga_id, envelope.role, plan.step.name,
                                  index=plan.index, lease_s=self.lease_s, needed=plan.needed,
-                                 max_attempts=plan.policy.attempts)
+                                 max_attempts=self.max_recoveries + 1)
         if claim.kind == "completed":
             group = plan.saga.group_of(plan.step.name)
             in_chain = envelope.role is Role.ACTION and group is None
@@ -153,7 +157,8 @@ class Runtime:
         if claim.kind == "lost":
             lost = AttemptsLostError(
                 f"{plan.step.name} was lost with its process on each of its {claim.attempt} "
-                "attempts (the process died mid-step); it is not attempted again",
+                f"attempts (the process died mid-step; {self.max_recoveries} re-runs allowed); "
+                "it is not attempted again",
                 saga_id=envelope.saga_id, step=plan.step.name)
             log.error("[saga %s] %s", envelope.saga_id, lost)
             self._failed(plan, envelope, claim.attempt, lost)

@@ -198,8 +198,8 @@ class RedisStore(SagaRecords):
               needed: Sequence[str], max_attempts: int = 0) -> Claim:
         """Claim the next attempt of a step's action or compensation (see ``begin.lua``).
 
-        ``max_attempts`` is the retry policy's: once that many attempts were lost with their
-        processes, the claim answers ``lost`` instead of starting another (0: no limit).
+        ``max_attempts``: once that many attempts were made and the last was lost with its
+        process, the claim answers ``lost`` instead of starting another (0: no limit).
         """
         reply = self._call("begin", saga_id, role.value, step, index, lease_s,
                            codec.dumps(list(needed)), "1" if self.honour_faults else "0",

@@ -52,6 +52,9 @@ from .support import InProcess, Message, RecordingTransport, _task_id
 
 OK, FLAKY, REFUSE, LOST_BEFORE, LOST_AFTER = "ok", "flaky", "refuse", "lost_before", "lost_after"
 LOST = (LOST_BEFORE, LOST_AFTER)
+#: Attempts after which a lost one is not run again: the runtime's ``max_recoveries`` (5)
+#: re-runs after the first attempt.
+LOST_LIMIT = 6
 #: A step's operations, as the plan and the ledger name them.
 FORWARD_OPS = ("action", "fallback")
 UNDO_OPS = ("undo", "undo_fallback")
@@ -88,18 +91,23 @@ class Fate:
 def fate(outcomes: Sequence[str], attempts: int) -> Fate:
     """How an operation with a policy of ``attempts`` attempts ends under ``outcomes``.
 
-    A lost attempt counts as a failed one: its message comes back and, if the policy allows
-    another attempt, that runs (finding a lost attempt's effect already applied, it returns
-    its result); if not, the operation fails for good, its outcome unknown.
+    A lost attempt is no failure of the operation: its message comes back and another
+    attempt runs (finding a lost attempt's effect already applied, it returns its result),
+    whatever the policy, unless ``LOST_LIMIT`` attempts were made (the engine's recovery
+    limit): then it fails for good, its outcome unknown.
     """
     for n in itertools.count(1):
         outcome = outcomes[n - 1] if n <= len(outcomes) else OK
         if outcome == OK:
             return Fate(True, n, n)
-        if outcome == REFUSE or n >= attempts:
+        if outcome in LOST and n >= LOST_LIMIT:
             return Fate(False, n)
         if outcome == LOST_AFTER:
             return Fate(True, n + 1, n)
+        if outcome == LOST_BEFORE:
+            continue
+        if outcome == REFUSE or n >= attempts:
+            return Fate(False, n)
     raise AssertionError("unreachable")
 
 

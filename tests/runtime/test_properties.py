@@ -199,9 +199,10 @@ def test_a_cancel_after_a_pivot_completed_by_its_fallback_changes_nothing(rt: In
 def test_an_action_lost_with_its_worker_on_its_last_attempt_is_undone_when_rolled_back(
     rt: InProcess,
 ) -> None:
-    """The charge applies its effect, then its worker dies, on its only attempt. The message
-    comes back and the action fails for good: the rollback must run its compensation, which
-    finds the charge by its idempotency key and undoes it.
+    """The charge applies its effect, then its worker dies, on the last attempt the engine
+    allows a lost operation (here no re-run: ``max_recoveries`` 0). The message comes back
+    and the action fails for good, its outcome unknown: the rollback must run its
+    compensation, which finds the charge by its idempotency key and undoes it.
     """
     saga, _ = declare(SagaSpec((StepSpec("charge", attempts=1, undo=True, undo_attempts=1),)),
                       "rt_prop_lost_charge")
@@ -213,6 +214,7 @@ def test_an_action_lost_with_its_worker_on_its_last_attempt_is_undone_when_rolle
     with pytest.raises(WorkerLost):
         dying.deliver(message.envelope, rt._caller(message.envelope))
 
+    rt.runtime.max_recoveries = 0
     again = rt.deliver_message(message)  # reject_on_worker_lost: the broker gives it back
 
     assert again.outcome == "failed"

@@ -1,10 +1,10 @@
 -- Claim one attempt of a step's action, fallback or compensation.
 -- ARGV[5..]: role, step, index, lease_s, needed_json (steps whose results to return),
--- faults ('1' to honour injected faults), max_attempts (the retry policy's attempts; 0: no
--- limit).
+-- faults ('1' to honour injected faults), max_attempts (how many attempts may have been
+-- made before a takeover is refused; 0: no limit).
 -- An attempt still marked running whose lease ran out was lost with its process (killed
--- mid-step): it counts as a failed attempt, so a step whose process dies every time is not
--- attempted without end.
+-- mid-step): it is taken over, so a step whose process dies every time is not attempted
+-- without end.
 -- Returns one of:
 --   {'run', attempt, inputs_json, correlation_id, fault, parent_id, started,
 --       result_json...}  run it now; when fault is not '', an injected fault says this

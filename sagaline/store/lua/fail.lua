@@ -20,6 +20,9 @@ if attempt == 0 then
   -- Failed from outside (the sweep, an errback): log the attempt that was current, if any.
   attempt = tonumber(redis.call('HGET', STEPS, f .. 'attempts') or '0')
   if attempt == 0 then attempt = nil end
+  -- An action still running was lost with its process: what it did is unknown, so a
+  -- rollback undoes it as if it had completed (plan_rollback).
+  if st == 'running' and role == 'action' then redis.call('HSET', STEPS, f .. 'in_doubt', '1') end
 end
 local now = now_s()
 local error = cjson.decode(error_json)
