@@ -145,8 +145,9 @@ def test_a_message_for_a_saga_task_without_an_envelope_is_refused_by_the_worker(
 
     sent = task.apply_async(args=[None], kwargs={"tag": calls.tag})
 
-    log = _wait_for_log(DATA_DIR / "main.log", sent.id)
-    assert "refused a message for saga task testing.plain" in log
+    log = _wait_for_log(DATA_DIR / "main.log",
+                        f"refused a message for saga task testing.plain (task id {sent.id}")
+    assert "start the saga instead" in log
     assert calls.read() == []
     # A direct call (a unit test calling the task) is still the plain function.
     assert task(None, tag=calls.tag) == "plain"
