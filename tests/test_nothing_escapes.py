@@ -146,7 +146,8 @@ def test_a_message_for_a_saga_task_without_an_envelope_is_refused_by_the_worker(
     sent = task.apply_async(args=[None], kwargs={"tag": calls.tag})
 
     log = _wait_for_log(DATA_DIR / "main.log",
-                        f"refused a message for saga task testing.plain (task id {sent.id}")
+                        "refused a message for saga task testing.plain without a saga "
+                        f"envelope (task id {sent.id}")
     assert "start the saga instead" in log
     assert calls.read() == []
     # A direct call (a unit test calling the task) is still the plain function.
