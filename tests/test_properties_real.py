@@ -50,6 +50,7 @@ from tests.runtime.model import (
 )
 from tests.support.sagas import Tagged
 from tests.support.steps import calls_key, fail, fail_undo, succeed, undo
+from tests.test_composition import most_at_once
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -144,16 +145,6 @@ def settled(engine: Sagaline, run: SagaRun, timeout: float = 30.0) -> SagaRun:
         time.sleep(0.05)
         run = engine.get(run.saga_id)
     return run
-
-
-def most_at_once(spans: list[tuple[float, float]]) -> int:
-    """The largest number of the spans that overlap at one moment."""
-    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
-    running = peak = 0
-    for _, change in events:
-        running += change
-        peak = max(peak, running)
-    return peak
 
 
 def check(scenario: RealScenario, run: SagaRun, notes: list[str]) -> None:
