@@ -30,21 +30,31 @@ def redis_url(settings: Settings) -> str:
     return embedded.url
 
 
+#: How every Celery app of the project talks: JSON only (the engine refuses anything else),
+#: late acks with redelivery of a lost worker's message, one message at a time, UTC.
+WIRE_SETTINGS: dict[str, Any] = {
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "event_serializer": "json",
+    "accept_content": ["json"],
+    "result_accept_content": ["json"],
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "broker_connection_retry_on_startup": True,
+    "timezone": "UTC",
+    "enable_utc": True,
+}
+
+
 def create_app(settings: Settings) -> tuple[Celery, Sagaline]:
     """Build the Celery app and the engine with every saga of this project."""
     url = redis_url(settings)
     app = Celery("sagaline")
     app.conf.update(
+        **WIRE_SETTINGS,
         broker_url=broker_url(url),
         result_backend=backend_url(url),
-        task_serializer="json",
-        result_serializer="json",
-        event_serializer="json",
-        accept_content=["json"],
-        result_accept_content=["json"],
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency,
         broker_transport_options={
             "visibility_timeout": int(settings.visibility_timeout.total_seconds())
@@ -52,9 +62,6 @@ def create_app(settings: Settings) -> tuple[Celery, Sagaline]:
         result_expires=3600,
         worker_send_task_events=True,
         task_send_sent_event=True,
-        broker_connection_retry_on_startup=True,
-        timezone="UTC",
-        enable_utc=True,
     )
     app.conf.beat_schedule = {
         "sagaline-recover": {

@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from config.celery import WIRE_SETTINGS
 from sagaline import RedisStore, Saga, Sagaline
 
 TOKEN_ENV = "SAGAFUZZ_TOKEN"
@@ -143,21 +144,7 @@ def build_fuzz_app() -> FuzzApp:
     url = _broker_url(base, db)
     queue = f"fuzz-{token}"
     app = Celery(f"sagaline-fuzz-{token}")
-    app.conf.update(
-        broker_url=url,
-        task_default_queue=queue,
-        task_serializer="json",
-        result_serializer="json",
-        event_serializer="json",
-        accept_content=["json"],
-        result_accept_content=["json"],
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        broker_connection_retry_on_startup=True,
-        timezone="UTC",
-        enable_utc=True,
-    )
+    app.conf.update(**WIRE_SETTINGS, broker_url=url, task_default_queue=queue)
     sagas = list(test_engine.registry)
     store = RedisStore(_client_on(base, db), prefix=f"{queue}:")
     engine = Sagaline(app, store, sagas=sagas)

@@ -120,25 +120,19 @@ held_rollback = Saga(
     ],
 )
 
-#: Its second step kills the worker's pool process that runs it, on every attempt.
-poison = Saga(
-    "t_poison",
-    inputs=Tagged,
-    steps=[
+def _poisoned(name: str, *, whole_worker: bool) -> Saga:
+    """A saga whose second step kills what runs it on every attempt: the worker's pool
+    process, or with ``whole_worker`` every process of the worker.
+    """
+    return Saga(name, inputs=Tagged, steps=[
         Step("first", succeed, compensation=undo, args=TAG),
-        Step("poison", die, compensation=undo, args={**TAG, "whole_worker": Const(False)}),
-    ],
-)
+        Step("poison", die, compensation=undo,
+             args={**TAG, "whole_worker": Const(whole_worker)}),
+    ])
 
-#: Its second step takes its whole worker down (every process of it), on every attempt.
-poison_worker = Saga(
-    "t_poison_worker",
-    inputs=Tagged,
-    steps=[
-        Step("first", succeed, compensation=undo, args=TAG),
-        Step("poison", die, compensation=undo, args={**TAG, "whole_worker": Const(True)}),
-    ],
-)
+
+poison = _poisoned("t_poison", whole_worker=False)
+poison_worker = _poisoned("t_poison_worker", whole_worker=True)
 
 with_deadline = Saga(
     "t_with_deadline",
