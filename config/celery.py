@@ -6,16 +6,19 @@ shared by every process that uses the same folder).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init
 
 from sagaline import EmbeddedRedis, EventBus, RedisStore, Sagaline, Taxonomy
+from sagaline.choreography import ChoreographySaga
 from sagaline.store.urls import backend_url, broker_url
 from sagas import CHOREOGRAPHIES, SAGAS
 from tasks import SUBSCRIBERS
-from tasks.db import database
+from tasks.db import Database, database
+from tasks.gate.mail import mailer
 
 from . import telemetry
 from .settings import Settings, load_settings
@@ -47,8 +50,15 @@ WIRE_SETTINGS: dict[str, Any] = {
 }
 
 
-def create_app(settings: Settings) -> tuple[Celery, Sagaline]:
-    """Build the Celery app and the engine with every saga of this project."""
+def create_app(settings: Settings, *, db: Database = database,
+               choreographies: Sequence[ChoreographySaga] = CHOREOGRAPHIES,
+               ) -> tuple[Celery, Sagaline]:
+    """Build the Celery app and the engine with every saga of this project.
+
+    ``db`` is configured with the settings' database (its schema brought up to date);
+    ``choreographies`` are bound to the engine (a second engine in one process, as the
+    tests make, binds none).
+    """
     url = redis_url(settings)
     app = Celery("sagaline")
     app.conf.update(
@@ -56,6 +66,7 @@ def create_app(settings: Settings) -> tuple[Celery, Sagaline]:
         broker_url=broker_url(url),
         result_backend=backend_url(url),
         worker_concurrency=settings.worker_concurrency,
+        task_default_queue=settings.queue,
         broker_transport_options={
             "visibility_timeout": int(settings.visibility_timeout.total_seconds())
         },
@@ -91,9 +102,13 @@ def create_app(settings: Settings) -> tuple[Celery, Sagaline]:
                       lifecycle_events=settings.lifecycle_events,
                       enabled=settings.sagas_enabled,
                       run_bare_messages=settings.run_bare_messages)
-    for choreography in CHOREOGRAPHIES:
+    for choreography in choreographies:
         choreography.bind(engine)
-    database.configure(settings.sqlite_url)
+    db.configure(settings.sqlite_url)
+    mailer.configure(
+        smtp_url=settings.smtp_url.get_secret_value() if settings.smtp_url else None,
+        outbox=settings.data_dir / "outbox", sender=settings.mail_from,
+        public_url=settings.public_url)
     return app, engine
 
 

@@ -1,5 +1,8 @@
 """What ``sagaline demo`` runs for this app: each example saga succeeding, then failing.
 
+The Thunderline sagas too: a user provisioned (the mail it sent shown) and one whose vault
+cannot be provisioned (nothing left behind); a UPM snapshot activated and one Crown denies.
+
 Each saga runs once as it succeeds and once as it fails part-way and is undone; the order
 saga also once paid by the customer's backup card (its payment's fallback). The scenarios
 use the example rows the participants seed (CUST-123 with 500.00 and a backup card of
@@ -10,12 +13,24 @@ can run again and again against the same data folder.
 
 from __future__ import annotations
 
-from sqlalchemy import update
+import re
+import uuid
+from email import message_from_bytes
+from email.message import Message
 
-from sagaline import SagaStatus
+from sqlalchemy import func, select, update
+
+from sagaline import SagaRun, SagaStatus
 from sagaline.cli.demo import DemoScenario
+from tasks.block.models import ACTIVE, SHADOW, Storage, UpmSnapshot, Vault
+from tasks.block.steps import DEFAULT_STORAGE
+from tasks.bolt.models import UpmAdapter
+from tasks.crown.models import ApprovalRule
 from tasks.db import database
+from tasks.gate.mail import mailer
+from tasks.gate.models import MagicLinkToken, User
 from tasks.inventory import Product
+from tasks.link.models import Membership
 from tasks.payments import BACKUP_LIMIT_CENTS, Account, BackupCard
 from tasks.travel import SEED, Resource
 
@@ -66,6 +81,91 @@ def restock_travel() -> None:
             )
 
 
+def new_address() -> dict[str, str]:
+    """A provisioning's inputs: an address no earlier demo used."""
+    return {"email": f"ada.{uuid.uuid4().hex[:8]}@example.com"}
+
+
+def storage_with_room() -> None:
+    """Make sure the default storage pool has room for a vault."""
+    with database.session() as session:
+        storage = session.get(Storage, DEFAULT_STORAGE)
+        if storage is not None and storage.capacity_bytes - storage.allocated_bytes < 2**30:
+            storage.capacity_bytes = storage.allocated_bytes + 1024 * 2**30
+
+
+def storage_full() -> None:
+    """Fill the default storage pool, so the next vault cannot be provisioned."""
+    with database.session() as session:
+        storage = session.get(Storage, DEFAULT_STORAGE)
+        if storage is not None:
+            storage.capacity_bytes = storage.allocated_bytes
+
+
+def the_mail(run: SagaRun) -> list[str]:
+    """The magic-link mail the run sent, as the outbox folder holds it."""
+    email = str(run.inputs["email"])
+    mails = sorted(mailer.outbox.glob("*.eml"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(mails):
+        mail = message_from_bytes(path.read_bytes())
+        if mail["To"] == email:
+            return [f"mail to {email} written to {path}",
+                    f"  Subject: {mail['Subject']}",
+                    f"  X-Correlation-ID: {mail['X-Correlation-ID']}",
+                    f"  link: {_link(mail)}"]
+    return [f"no mail to {email} in {mailer.outbox}"]
+
+
+def _link(mail: Message) -> str:
+    """The mail's link with its secret masked: the terminal is no place for it."""
+    body = mail.get_payload(decode=True)
+    text = body.decode() if isinstance(body, bytes) else ""
+    link = next((line for line in text.splitlines() if "://" in line), "?")
+    return re.sub(r"token=([^&]{4})[^&]*", r"token=\1…(masked)", link)
+
+
+def nothing_left(run: SagaRun) -> list[str]:
+    """What the failed provisioning left behind for its address (nothing, or a bug)."""
+    email = str(run.inputs["email"])
+    with database.session() as session:
+        users = session.scalars(select(User.id).where(User.email == email)).all()
+        live = session.scalar(select(func.count()).select_from(MagicLinkToken).where(
+            MagicLinkToken.email == email, MagicLinkToken.revoked_at.is_(None))) or 0
+        vaults = session.scalar(select(func.count()).select_from(Vault)
+                                .where(Vault.user_id.in_(users))) or 0
+        members = session.scalar(select(func.count()).select_from(Membership)
+                                 .where(Membership.user_id.in_(users))) or 0
+    return [f"left for {email}: {len(users)} users, {live} live tokens, {vaults} vaults, "
+            f"{members} memberships"]
+
+
+def new_snapshot(family: str, drift: float) -> dict[str, str]:
+    """A fresh shadow snapshot of ``family``: the activation's inputs.
+
+    The family's adapters and its active snapshot are seeded on first use.
+    """
+    snapshot_id = f"{family}-{uuid.uuid4().hex[:6]}"
+    with database.session() as session:
+        if session.scalar(select(UpmSnapshot.id).where(UpmSnapshot.family == family,
+                                                       UpmSnapshot.status == ACTIVE)) is None:
+            session.add(UpmSnapshot(id=f"{family}-v1", family=family, status=ACTIVE,
+                                    drift_score=0.02, adapter_config={"dim": 128}))
+            for n in (1, 2):
+                session.add(UpmAdapter(id=f"{family}-adapter-{n}", family=family,
+                                       snapshot_id=f"{family}-v1",
+                                       config={"dim": 128, "region": f"eu-{n}"}))
+        session.add(UpmSnapshot(id=snapshot_id, family=family, status=SHADOW,
+                                drift_score=drift, adapter_config={"dim": 256}))
+    return {"snapshot_id": snapshot_id}
+
+
+def two_approvals_for_ranking() -> None:
+    """The ranking family's snapshots need two distinct approvers."""
+    with database.session() as session:
+        if session.get(ApprovalRule, "ranking") is None:
+            session.add(ApprovalRule(family="ranking", required=2))
+
+
 SCENARIOS = [
     DemoScenario(
         title="An order that goes through: every step completes",
@@ -108,5 +208,39 @@ SCENARIOS = [
         # car failed depends on timing, so the demo does not pin the compensations.
         compensations=None,
         prepare=restock_travel,
+    ),
+    DemoScenario(
+        title="A new user is provisioned: token, user, vault, community, then the mail",
+        saga="user_provisioning",
+        inputs=new_address,
+        expect=SagaStatus.COMPLETED,
+        compensations=(),
+        prepare=storage_with_room,
+        show=the_mail,
+    ),
+    DemoScenario(
+        title="A provisioning when the vault storage is full: nothing is left behind",
+        saga="user_provisioning",
+        inputs=new_address,
+        expect=SagaStatus.COMPENSATED,
+        compensations=("delete_user", "revoke_token"),
+        prepare=storage_full,
+        show=nothing_left,
+    ),
+    DemoScenario(
+        title="A UPM snapshot is activated: the old one archived, the adapters moved over",
+        saga="upm_activation",
+        inputs=lambda: new_snapshot("recsys", 0.05),
+        expect=SagaStatus.COMPLETED,
+        compensations=(),
+        prepare=storage_with_room,
+    ),
+    DemoScenario(
+        title="A snapshot without its two approvals: Crown's policy denies the activation",
+        saga="upm_activation",
+        inputs=lambda: new_snapshot("ranking", 0.05),
+        expect=SagaStatus.COMPENSATED,
+        compensations=(),
+        prepare=two_approvals_for_ranking,
     ),
 ]

@@ -23,6 +23,16 @@ class Settings(BaseSettings):
     unset: the embedded Redis in ``data_dir``."""
     database_url: str | None = None
     """SQLAlchemy URL of the example participants' store; unset: SQLite in ``data_dir``."""
+    queue: str = Field(default="celery", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+    """The queue saga messages go to when a step names none; ``sagaline worker`` consumes
+    it. Apps sharing one Redis keep apart by their queue and ``key_prefix``."""
+    smtp_url: SecretStr | None = None
+    """Where mail goes (``smtp://host:port``, ``smtp+starttls://user:pass@host:587``,
+    ``smtps://...``); unset: mails are written as ``.eml`` files into ``data_dir/outbox``."""
+    mail_from: str = "Thunderline <no-reply@thunderline.localhost>"
+    """The sender of the mails the sagas send."""
+    public_url: str = "http://localhost:8000"
+    """The site magic links point at."""
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / "var")
     """Where the embedded Redis and the SQLite file live."""
     key_prefix: str = "sagaline:"

@@ -1,7 +1,9 @@
 """Event names: ``domain.entity.action``, the action in the past tense.
 
 An event name is ``domain.entity.action`` (or ``domain.action`` when the entity is the
-domain itself, as the engine's ``saga.started``): lowercase words joined by underscores,
+domain itself, as the engine's ``saga.started``, or ``area.domain.entity.action`` when
+names are grouped by area, as Thunderline's ``ai.upm.snapshot.activated``): lowercase
+words joined by underscores,
 the action in the past tense (``ml.run.completed``, never ``ml.run.complete``), because an
 event states something that happened. :func:`event_name` declares a name in code; the
 lint (``sagaline events lint``) finds every declared or published name and checks it
@@ -14,8 +16,9 @@ import re
 
 from sagaline.errors import InvalidEventError
 
-#: ``domain.entity.action`` or ``domain.action``: lowercase words, digits, underscores.
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,2}$")
+#: ``domain.entity.action``, ``domain.action`` or ``area.domain.entity.action``: lowercase
+#: words, digits, underscores.
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,3}$")
 
 #: Past participles that do not end in ``-ed``.
 IRREGULAR_PAST = frozenset({
@@ -30,7 +33,7 @@ def name_problems(name: str) -> list[str]:
     """What is wrong with an event name; empty when it follows the convention."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         return [f"{name!r} is not 'domain.entity.action' (lowercase words joined by '_', "
-                "two or three parts separated by '.')"]
+                "two to four parts separated by '.')"]
     action = name.rsplit(".", 1)[-1]
     word = action.rsplit("_", 1)[-1]
     if not (word.endswith("ed") or word in IRREGULAR_PAST):

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from sagaline.domains import Domains
 from sagaline.errors import DefinitionError, InvalidInputError
 from sagaline.parallel import Parallel
 from sagaline.policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, RetryPolicy
@@ -70,6 +71,8 @@ class Saga:
     """One line on what the saga does, shown by ``sagaline sagas``."""
     deadline: timedelta | None = None
     """How long a run may take in all; past it, the run is stopped and compensated."""
+    domains: Domains | None = None
+    """The domains it touches and their direction; ``None``: not declared (no check)."""
 
     def __init__(
         self,
@@ -83,6 +86,7 @@ class Saga:
         step_time_limit: timedelta = DEFAULT_STEP_TIME_LIMIT,
         description: str = "",
         deadline: timedelta | None = None,
+        domains: Domains | None = None,
     ) -> None:
         """Declare and check a saga; see the class docstring."""
         if deadline is not None and deadline <= timedelta(0):
@@ -93,7 +97,7 @@ class Saga:
             ("elements", tuple(steps)), ("returns", returns),
             ("retry", retry), ("compensation_retry", compensation_retry),
             ("step_time_limit", step_time_limit), ("description", description),
-            ("deadline", deadline),
+            ("deadline", deadline), ("domains", domains),
         ):
             object.__setattr__(self, attr, value)
         self._check()

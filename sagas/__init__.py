@@ -3,9 +3,11 @@
 from .order_choreography import order_choreography
 from .order_processing import order_processing
 from .travel_booking import travel_booking
+from .upm_activation import upm_activation
+from .user_provisioning import user_provisioning
 
-SAGAS = [order_processing, travel_booking]
+SAGAS = [order_processing, travel_booking, user_provisioning, upm_activation]
 CHOREOGRAPHIES = [order_choreography]
 
 __all__ = ["CHOREOGRAPHIES", "SAGAS", "order_choreography", "order_processing",
-           "travel_booking"]
+           "travel_booking", "upm_activation", "user_provisioning"]

@@ -1,17 +1,77 @@
-"""The participants' SQL database: one SQLAlchemy engine, configured by ``config``."""
+"""The participants' SQL database: one SQLAlchemy engine, configured by ``config``.
+
+Its schema is Alembic's (``tasks/migrations``): configuring the database applies every
+migration not yet applied, so a demo, a worker or a test never runs on an old schema.
+``sagaline db upgrade`` and ``alembic upgrade head`` do the same by hand.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+"""The Alembic scripts of every participant table."""
+
+BASELINE = "0001"
+"""The revision whose tables existed before the schema had migrations."""
 
 
 class Base(DeclarativeBase):
     """The declarative base of every participant table."""
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a naive one (SQLite keeps no zone) is taken to be UTC already."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; on SQLite, one that waits for the write lock at BEGIN."""
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        options["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    engine = create_engine(url, **options)
+    if url.startswith("sqlite"):
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
+    return engine
+
+
+def alembic_config(url: str) -> Config:
+    """The Alembic configuration of the participants' schema, for ``url``."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply every migration up to ``revision`` (concurrent callers wait for each other).
+
+    A database made before the schema had migrations (its tables there, no version) is
+    first marked as at the baseline, so its rows are kept.
+    """
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    tables = set(inspect(engine).get_table_names())
+    if "alembic_version" not in tables and "customers" in tables:
+        command.stamp(config, BASELINE)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
 
 
 Seeder = Callable[[Session], None]
@@ -33,20 +93,14 @@ class Database:
         return fn
 
     def configure(self, url: str) -> None:
-        """Connect to ``url``, create the tables and seed them on first use."""
+        """Connect to ``url``, bring its schema up to date and seed it on first use."""
         if self._url == url:
             return
-        options: dict[str, Any] = {"pool_pre_ping": True}
-        if url.startswith("sqlite"):
-            options["connect_args"] = {"timeout": 30, "check_same_thread": False}
-        engine = create_engine(url, **options)
-        if url.startswith("sqlite"):
-            event.listen(engine, "connect", _sqlite_pragmas)
-            event.listen(engine, "begin", _sqlite_begin_immediate)
+        engine = make_engine(url)
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._url = url
-        Base.metadata.create_all(engine)
+        upgrade(engine)
         with self.session() as session:
             for seed in self._seeders:
                 seed(session)

@@ -24,6 +24,7 @@ from sagaline.cli import runs  # noqa: F401 - registers first, so its commands l
 
 # isort: split
 from sagaline.cli import (
+    database,  # noqa: F401 - registers the db commands
     definitions,  # noqa: F401 - registers the sagas command
     events,  # noqa: F401 - registers the events and trace commands
     supervise,  # noqa: F401 - registers the supervision commands

@@ -43,14 +43,21 @@ class DemoScenario:
     """What the scenario shows, in a few words."""
     saga: str
     """The registered name of the saga to start."""
-    inputs: Mapping[str, Any]
-    """The saga's inputs."""
+    inputs: Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+    """The saga's inputs, or a function making them afresh for each run (e.g. a new
+    email address, so the demo can run again on the same data)."""
     expect: SagaStatus
     """The final status the scenario should end in."""
     compensations: tuple[str, ...] | None = None
     """The compensations expected to run, in order; ``None`` to not check them."""
     prepare: Callable[[], None] | None = None
     """Called before the saga starts, to put the data it needs in place (idempotent)."""
+    show: Callable[[SagaRun], Sequence[str]] | None = None
+    """Lines to print once the run is final (what it left behind: a mail, rows)."""
+
+    def make_inputs(self) -> Mapping[str, Any]:
+        """The inputs of this run."""
+        return self.inputs() if callable(self.inputs) else self.inputs
 
 
 def load_scenarios(module: str) -> list[DemoScenario] | None:
@@ -303,12 +310,15 @@ def run_scenario(
     """Run one scenario, printing it live; whether it ended as expected."""
     if scenario.prepare is not None:
         scenario.prepare()
-    handle = engine.start(scenario.saga, scenario.inputs)
+    handle = engine.start(scenario.saga, scenario.make_inputs())
     say(console, f"  saga {handle.saga_id}", "dim")
     if not follow(engine, handle.saga_id, console, timeout):
         say(console, f"    → still {handle.get().status.value} after {timeout:g} s", "bold red")
         return False
-    return judge(handle.get(), scenario, console)
+    run = handle.get()
+    for line in scenario.show(run) if scenario.show is not None else ():
+        say(console, f"    {line}")
+    return judge(run, scenario, console)
 
 
 def run_scenarios(

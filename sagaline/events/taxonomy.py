@@ -9,8 +9,10 @@ One TOML file lists them (``events.toml`` at the project's root)::
                 properties = { order_id = { type = "integer" } } }
 
 ``payload`` is a JSON Schema (draft 2020-12). Loading checks every entry: the name follows
-the convention, the domain is the name's first part, the description is there and the
-schema is itself valid.
+the convention, the domain is a domain's name, the description is there and the schema is
+itself valid. The domain is the one that owns the event, usually the name's first part; an
+event named for what it is about rather than for its owner (``user.onboarding.completed``,
+owned by ``gate``) says so with its ``domain``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from sagaline.domains import DOMAIN_NAME
 from sagaline.errors import InvalidEventError, TaxonomyError
 from sagaline.naming import name_problems
 
@@ -35,7 +38,7 @@ class EventType:
     name: str
     """The event's name."""
     domain: str
-    """Its domain (the name's first part)."""
+    """The domain that owns it (usually the name's first part)."""
     description: str
     """What it means, in a sentence."""
     payload: Mapping[str, Any] = field(default_factory=dict)
@@ -129,10 +132,11 @@ def _event_type(path: Path, name: str, entry: Any, line: int) -> EventType:
     problems = name_problems(name)
     if problems:
         raise TaxonomyError(f"{where}: {problems[0]}")
-    domain = entry.get("domain")
-    if domain != name.split(".", 1)[0]:
+    domain = entry.get("domain", name.split(".", 1)[0])
+    if not isinstance(domain, str) or not DOMAIN_NAME.match(domain):
         raise TaxonomyError(
-            f"{where}: event {name!r} has domain {domain!r}; it must be the name's first part"
+            f"{where}: event {name!r} has domain {domain!r}; a domain is lowercase letters, "
+            "digits and underscores (usually the name's first part)"
         )
     description = entry.get("description")
     if not isinstance(description, str) or not description.strip():

@@ -1,0 +1,1 @@
+"""Block: users' vaults and the UPM snapshots, at most one active per model family."""

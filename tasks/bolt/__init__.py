@@ -1,0 +1,1 @@
+"""Bolt: UPM adapters, each serving its family from an active snapshot."""

@@ -1,0 +1,1 @@
+"""Crown: the policies a UPM activation must pass (drift limits, freezes, approvals)."""

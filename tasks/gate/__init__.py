@@ -1,0 +1,1 @@
+"""Gate: users, their magic-link tokens, and the mail that carries a link."""

@@ -1,0 +1,1 @@
+"""Link: communities (a default one seeded) and their memberships."""
