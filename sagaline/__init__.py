@@ -9,6 +9,7 @@ from sagaline import telemetry
 from sagaline.child import SubSaga
 from sagaline.choreography import ChoreographySaga, Reaction
 from sagaline.context import StepContext
+from sagaline.domains import Domains
 from sagaline.dynamic import SagaBuilder, add_steps
 from sagaline.engine import SagaHandle, Sagaline
 from sagaline.errors import (
@@ -62,6 +63,7 @@ __all__ = [
     "DEFAULT_RETRY",
     "DEFAULT_COMPENSATION_RETRY",
     "NO_RETRY",
+    "Domains",
     "Fallback",
     "Parallel",
     "Saga",

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, create_model
 
+from sagaline.domains import Domains
 from sagaline.errors import DefinitionError
 from sagaline.parallel import Parallel
 from sagaline.policy import RetryPolicy
@@ -40,12 +41,16 @@ class SagaBuilder:
     """
 
     def __init__(self, name: str, *, inputs: type[BaseModel], description: str = "",
-                 retry: RetryPolicy | None = None) -> None:
-        """Start an empty saga named ``name`` whose inputs ``inputs`` validates."""
+                 retry: RetryPolicy | None = None, domains: Domains | None = None) -> None:
+        """Start an empty saga named ``name`` whose inputs ``inputs`` validates.
+
+        ``domains`` declares the domains it touches, as :class:`Saga` takes them.
+        """
         self.name = name
         self.inputs = inputs
         self.description = description
         self.retry = retry
+        self.domains = domains
         self.elements: list[Element] = []
 
     def add(self, element: Element) -> SagaBuilder:
@@ -61,7 +66,7 @@ class SagaBuilder:
         """
         extra: dict[str, Any] = {} if self.retry is None else {"retry": self.retry}
         saga = Saga(self.name, inputs=self.inputs, steps=self.elements,
-                    description=self.description, **extra)
+                    description=self.description, domains=self.domains, **extra)
         for element in saga.elements:
             element_to_json(element)
         object.__setattr__(saga, "assembled", True)
@@ -165,6 +170,7 @@ def saga_to_json(saga: Saga) -> dict[str, Any]:
     """An assembled saga as JSON."""
     return {"name": saga.name, "inputs": list(saga.inputs.model_fields),
             "description": saga.description, "retry": _policy_to_json(saga.retry),
+            "domains": None if saga.domains is None else saga.domains.describe(),
             "steps": [element_to_json(e) for e in saga.elements]}
 
 
@@ -183,9 +189,17 @@ def saga_from_json(raw: Mapping[str, Any], tasks: Mapping[str, SagaTask]) -> Sag
     retry = _policy_from_json(raw.get("retry"))
     extra: dict[str, Any] = {} if retry is None else {"retry": retry}
     saga = Saga(raw["name"], inputs=inputs, steps=elements,
-                description=raw.get("description", ""), **extra)
+                description=raw.get("description", ""),
+                domains=_domains_from_json(raw.get("domains")), **extra)
     object.__setattr__(saga, "assembled", True)
     return saga
+
+
+def _domains_from_json(raw: Mapping[str, Any] | None) -> Domains | None:
+    """Domains back from :meth:`Domains.describe`'s form; ``None`` when none were recorded."""
+    if raw is None:
+        return None
+    return Domains(*raw["path"], reason=str(raw.get("reason", "")))
 
 
 def _refs_to_json(refs: Mapping[str, Ref]) -> dict[str, Any]:
@@ -243,7 +257,7 @@ def extend(saga: Saga, after: str, steps: Sequence[Step]) -> Saga:
     extended = Saga(saga.name, inputs=saga.inputs, steps=elements, returns=saga.returns,
                     retry=saga.retry, compensation_retry=saga.compensation_retry,
                     step_time_limit=saga.step_time_limit, description=saga.description,
-                    deadline=saga.deadline)
+                    deadline=saga.deadline, domains=saga.domains)
     if getattr(saga, "assembled", False):
         object.__setattr__(extended, "assembled", True)
     return extended

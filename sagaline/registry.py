@@ -1,8 +1,9 @@
 """The saga registry: every declared saga, discoverable by name, with its steps and policies.
 
 :meth:`SagaRegistry.describe` gives a saga's definition as data (what ``sagaline sagas
-NAME`` prints): each step's action and compensation task, where their arguments come
-from, the retry policies and time limit that apply, and the queue.
+NAME`` prints): the domains it declares, each step's action and compensation task (and its
+fallback's), where their arguments come from, the retry policies and time limit that apply,
+the queue, and the parallel groups its steps run in.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from sagaline.errors import DefinitionError, UnknownSagaError
+from sagaline.parallel import Parallel
 from sagaline.policy import RetryPolicy
 from sagaline.refs import Const, FromInput, FromStep
 from sagaline.saga import Saga
+from sagaline.step import Fallback
 from sagaline.task import SagaTask
 
 
@@ -38,6 +41,34 @@ class PolicyDescription(BaseModel):
     """Error types that fail at once, by qualified name."""
     source: str = "step"
     """``step`` when the step sets it, ``saga`` when it is the saga's default."""
+
+
+class FallbackDescription(BaseModel):
+    """A step's fallback as data: what it runs when the action gives up, and its undo."""
+
+    action: str
+    """The fallback's Celery task name."""
+    args: dict[str, str] = Field(default_factory=dict)
+    """Its arguments and where each comes from."""
+    compensation: str | None = None
+    """The task that undoes the fallback; ``None`` when nothing undoes it."""
+    compensation_args: dict[str, str] = Field(default_factory=dict)
+    """The compensation's arguments and where each comes from."""
+    retry: PolicyDescription
+    """The fallback's retry policy, as it applies (its own or the saga's default)."""
+    compensation_retry: PolicyDescription | None = None
+    """The compensation's retry policy, as it applies (the step's or the saga's default)."""
+
+
+class GroupDescription(BaseModel):
+    """A parallel group as data: branches that run at once."""
+
+    name: str
+    """The group's name."""
+    branches: list[str] = Field(default_factory=list)
+    """The branches' step names, in the order they are started."""
+    max_concurrency: int | None = None
+    """How many branches may run at once; ``None``: all of them."""
 
 
 class StepDescription(BaseModel):
@@ -67,6 +98,10 @@ class StepDescription(BaseModel):
     """The queue its compensation's messages go to; ``None``: the app's default queue."""
     extra: dict[str, Any] = Field(default_factory=dict)
     """Further attributes of the step, as text (kinds of step this view does not know)."""
+    fallback: FallbackDescription | None = None
+    """What it tries when the action gives up; ``None``: the step fails."""
+    group: str | None = None
+    """The parallel group it is a branch of (it runs at once with the other branches)."""
     steps: list[StepDescription] = Field(default_factory=list)
     """The steps inside it, for a step made of steps."""
 
@@ -92,8 +127,13 @@ class SagaDescription(BaseModel):
     """The default time limit of a step, in seconds."""
     deadline_s: float | None = None
     """How long a run may take in all, in seconds, if limited."""
+    domains: dict[str, Any] | None = None
+    """The domains it declares (:meth:`Domains.describe`: ``path``, ``direction``,
+    ``reason``); ``None``: not declared."""
     steps: list[StepDescription] = Field(default_factory=list)
-    """The steps, in order."""
+    """The steps, in order, a group's branches in place of the group (see ``group``)."""
+    groups: list[GroupDescription] = Field(default_factory=list)
+    """The parallel groups, in order."""
 
 
 class SagaRegistry:
@@ -153,7 +193,7 @@ class SagaRegistry:
 
 #: Step attributes :func:`describe_step` shows in fields of their own.
 _KNOWN_STEP_FIELDS = {"name", "action", "compensation", "args", "compensation_args", "retry",
-                      "compensation_retry", "time_limit", "queue", "steps"}
+                      "compensation_retry", "time_limit", "queue", "steps", "fallback"}
 
 
 def describe_saga(saga: Saga) -> SagaDescription:
@@ -173,12 +213,17 @@ def describe_saga(saga: Saga) -> SagaDescription:
         compensation_retry=describe_policy(saga.compensation_retry, "saga"),
         step_time_limit_s=saga.step_time_limit.total_seconds(),
         deadline_s=None if saga.deadline is None else saga.deadline.total_seconds(),
-        steps=[describe_step(saga, step) for step in saga.steps],
+        domains=None if saga.domains is None else saga.domains.describe(),
+        steps=[describe_step(saga, step, group=_group_name(saga, step.name))
+               for step in saga.steps],
+        groups=[GroupDescription(name=e.name, branches=e.branch_names(),
+                                 max_concurrency=e.max_concurrency)
+                for e in saga.elements if isinstance(e, Parallel)],
     )
 
 
-def describe_step(saga: Saga, step: Any) -> StepDescription:
-    """One step as data, its saga's defaults filled in.
+def describe_step(saga: Saga, step: Any, *, group: str | None = None) -> StepDescription:
+    """One step as data, its saga's defaults filled in; ``group``: the group it is in.
 
     It reads the step's attributes defensively, so that kinds of step other than
     :class:`~sagaline.Step` (made of steps, say) are shown as far as they go.
@@ -212,8 +257,32 @@ def describe_step(saga: Saga, step: Any) -> StepDescription:
                             if compensation is not None else None),
         extra={f.name: render(getattr(step, f.name)) for f in _fields(step)
                if f.name not in _KNOWN_STEP_FIELDS and getattr(step, f.name) is not None},
+        fallback=describe_fallback(saga, step),
+        group=group,
         steps=([describe_step(saga, m) for m in members]
                if isinstance(members, list | tuple) else []),
+    )
+
+
+def describe_fallback(saga: Saga, step: Any) -> FallbackDescription | None:
+    """The step's fallback as data, policies as they apply; ``None`` when it has none."""
+    fallback = getattr(step, "fallback", None)
+    if not isinstance(fallback, Fallback):
+        return None
+    undo = fallback.compensation
+    undo_retry = getattr(step, "compensation_retry", None)
+    return FallbackDescription(
+        action=fallback.action.name,
+        args=_refs(fallback.args),
+        compensation=None if undo is None else undo.name,
+        compensation_args=_refs(fallback.undo_args(str(step.name))) if undo else {},
+        retry=describe_policy(fallback.retry or saga.retry,
+                              "step" if fallback.retry else "saga"),
+        compensation_retry=(
+            describe_policy(undo_retry or saga.compensation_retry,
+                            "step" if undo_retry else "saga")
+            if undo is not None else None
+        ),
     )
 
 
@@ -231,7 +300,11 @@ def describe_policy(policy: RetryPolicy, source: str) -> PolicyDescription:
 
 
 def render(value: Any) -> Any:
-    """A definition's value as JSON-friendly data: tasks by name, durations in seconds."""
+    """A definition's value as JSON-friendly data: tasks by name, durations in seconds.
+
+    Anything else with a name is shown by its name, a dataclass field by field, and a
+    function by its qualified name, so that no repr (with an address) ever shows.
+    """
     if isinstance(value, SagaTask):
         return value.name
     if isinstance(value, FromInput | FromStep | Const):
@@ -246,7 +319,18 @@ def render(value: Any) -> Any:
         return {str(k): render(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [render(v) for v in value]
-    return getattr(value, "name", None) or str(value)
+    if getattr(value, "name", None):
+        return str(value.name)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: render(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if callable(value):  # never a repr, which would show the function's address
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', '?')}"
+    return str(value)
+
+
+def _group_name(saga: Saga, step: str) -> str | None:
+    group = saga.group_of(step)
+    return None if group is None else group.name
 
 
 def _task_name(task: Any) -> str | None:

@@ -42,7 +42,7 @@ class ProvisioningInput(BaseModel):
 EMAIL = FromStep("validate_email", "email")
 USER_ID = FromStep("create_user", "user_id")
 QUICK_RETRY = RetryPolicy(attempts=3, initial=timedelta(milliseconds=200))
-MAIL_RETRY = RetryPolicy(attempts=4, initial=timedelta(seconds=1))
+MAIL_RETRY = RetryPolicy(attempts=4, initial=timedelta(milliseconds=500))
 UNTIL_IT_GOES_OUT = RetryPolicy(attempts=20, initial=timedelta(seconds=1),
                                 maximum=timedelta(minutes=1))
 

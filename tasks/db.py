@@ -76,6 +76,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 Seeder = Callable[[Session], None]
 
+#: Every domain's seeders, run by each database when it is configured.
+SEEDERS: list[Seeder] = []
+
 
 class Database:
     """The database the participants write to; ``configure`` it once per process."""
@@ -85,11 +88,14 @@ class Database:
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
         self._url: str | None = None
-        self._seeders: list[Seeder] = []
 
-    def seeder(self, fn: Seeder) -> Seeder:
-        """Register a function that puts a domain's first rows in (idempotently)."""
-        self._seeders.append(fn)
+    @staticmethod
+    def seeder(fn: Seeder) -> Seeder:
+        """Register a function that puts a domain's first rows in (idempotently).
+
+        Seeders are shared by every :class:`Database` of the process.
+        """
+        SEEDERS.append(fn)
         return fn
 
     def configure(self, url: str) -> None:
@@ -102,7 +108,7 @@ class Database:
         self._url = url
         upgrade(engine)
         with self.session() as session:
-            for seed in self._seeders:
+            for seed in SEEDERS:
                 seed(session)
 
     @property

@@ -35,6 +35,14 @@ os.environ["SAGALINE_LEASE"] = "PT2S"
 os.environ["SAGALINE_HANDOFF"] = "PT5S"
 os.environ["SAGALINE_RECOVERY_INTERVAL"] = "PT1S"
 
+# A real SMTP server on loopback receives every mail the sagas send.
+from tests.support.postgres import ThrowawayPostgres, free_port  # noqa: E402
+from tests.support.smtp import Inbox, SmtpServer  # noqa: E402
+
+SMTP = SmtpServer(free_port())
+SMTP.start()
+os.environ["SAGALINE_SMTP_URL"] = SMTP.url
+
 from sagaline import EmbeddedRedis, RedisStore, Sagaline  # noqa: E402
 
 EMBEDDED = EmbeddedRedis(DATA_DIR / "redis")
@@ -42,6 +50,7 @@ STARTED_EMBEDDED = "SAGALINE_REDIS_URL" not in os.environ and not EMBEDDED.is_ru
 
 from tests.support.app import app as test_app  # noqa: E402
 from tests.support.app import engine as test_engine  # noqa: E402
+from tests.support.thunderline import Backend  # noqa: E402
 
 
 def worker_command(name: str, concurrency: int = 2, queues: str | None = None) -> list[str]:
@@ -200,6 +209,59 @@ def calls(request: pytest.FixtureRequest, engine: Sagaline) -> Any:
     return Calls()
 
 
+@pytest.fixture(scope="session")
+def inbox() -> Inbox:
+    """The mails the loopback SMTP server received (every saga's mail goes there)."""
+    return SMTP.inbox
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayPostgres]:
+    """A throwaway PostgreSQL server, started from the installed binaries."""
+    server = ThrowawayPostgres()
+    server.start()
+    yield server
+    server.stop()
+
+
+PG_PREFIX = "sagaline-test-pg:"
+"""Saga state of the PostgreSQL backend's runs lives apart from the SQLite ones'."""
+
+
+@pytest.fixture(scope="session")
+def pg_backend(postgres: ThrowawayPostgres, worker: MainWorker) -> Iterator[Backend]:
+    """The project on PostgreSQL: its own engine (queue ``pg``, key prefix
+    :data:`PG_PREFIX`) and a worker whose participants write to PostgreSQL.
+    """
+    from config.celery import create_app
+    from config.settings import Settings
+    from tasks.db import Database
+
+    url = postgres.create_database("sagaline")
+    env = {"SAGALINE_DATABASE_URL": url, "SAGALINE_KEY_PREFIX": PG_PREFIX,
+           "SAGALINE_QUEUE": "pg"}
+    db = Database()
+    _, pg_engine = create_app(Settings(database_url=url, key_prefix=PG_PREFIX, queue="pg"),
+                              db=db, choreographies=())
+    test_app.set_current()
+    ENGINES.append(pg_engine)
+    process = start_worker("pg", queues="pg", env=env)
+    yield Backend("postgresql", pg_engine, db)
+    stop_worker(process)
+    db.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, worker: MainWorker) -> Backend:
+    """The project on each database in turn: SQLite (the session's worker), PostgreSQL."""
+    if request.param == "sqlite":
+        from tasks.db import database
+
+        return Backend("sqlite", test_engine, database)
+    backend: Backend = request.getfixturevalue("pg_backend")
+    return backend
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the tests that restart shared services (Redis) after all the others."""
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
@@ -217,15 +279,20 @@ EMITTED_EVENTS = ROOT / "var" / "test-events.jsonl"
 """Where the session writes every event it published, for ``sagaline events lint``."""
 
 
+#: The engines whose published events the session writes out (the PostgreSQL backend's too).
+ENGINES: list[Sagaline] = [test_engine]
+
+
 def write_emitted_events() -> None:
     """Write the events the session's sagas published, one JSON per line."""
-    bus = test_engine.bus
-    if bus is None:
-        return
-    try:
-        events = bus.read()
-    except redis.RedisError:
-        return
+    events = []
+    for engine in ENGINES:
+        if engine.bus is None:
+            continue
+        try:
+            events += engine.bus.read()
+        except redis.RedisError:
+            continue
     EMITTED_EVENTS.parent.mkdir(exist_ok=True)
     EMITTED_EVENTS.write_text("".join(e.model_dump_json() + "\n" for e in events))
 
@@ -238,5 +305,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if process.poll() is None:
             kill_group(process)
     write_emitted_events()
+    SMTP.stop()
     if STARTED_EMBEDDED:
         EMBEDDED.stop()

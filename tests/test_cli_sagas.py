@@ -108,3 +108,52 @@ def test_sagas_lists_and_shows_a_choreography_with_its_reactions() -> None:
     table = sagaline("sagas", "order_choreography")
     assert table.returncode == 0, table.stderr
     assert "checkout.payment.declined" in table.stdout
+
+
+def test_sagas_name_shows_a_fallback_by_its_tasks_and_policy_never_a_repr() -> None:
+    """``process_payment`` falls back on a backup card: shown by task names and policies in
+    words, in the table and in --json, without any Python repr (no function addresses).
+    """
+    table = sagaline("sagas", "order_processing")
+    as_json = sagaline("sagas", "order_processing", "--json")
+
+    assert table.returncode == 0, table.stderr
+    assert as_json.returncode == 0, as_json.stderr
+    for output in (table.stdout, as_json.stdout):
+        assert "0x" not in output and "<function" not in output
+        assert "Fallback(" not in output and "SagaTask(" not in output
+    assert "fallback: payments.charge_backup_card" in table.stdout
+    assert "fallback: payments.refund_backup_card" in table.stdout
+    assert "fallback: no retry" in table.stdout
+    payment = next(s for s in json.loads(as_json.stdout)["steps"]
+                   if s["name"] == "process_payment")
+    fallback = payment["fallback"]
+    assert (fallback["action"], fallback["compensation"]) == (
+        "payments.charge_backup_card", "payments.refund_backup_card")
+    assert fallback["args"]["amount"] == "FromInput('total_amount')"
+    assert (fallback["retry"]["attempts"], fallback["retry"]["source"]) == (1, "step")
+    assert fallback["compensation_retry"]["source"] == "saga"
+    assert "fallback" not in payment["extra"]
+
+
+def test_sagas_name_shows_a_parallel_groups_branches_as_running_at_once() -> None:
+    """``book_stay`` runs ``book_hotel`` and ``rent_car`` at once: the table has a row for
+    the group and marks its branches; --json gives each step its group, and the groups.
+    """
+    table = sagaline("sagas", "travel_booking")
+    as_json = sagaline("sagas", "travel_booking", "--json")
+
+    assert table.returncode == 0, table.stderr
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]]
+            for line in table.stdout.splitlines() if line.startswith("│")]
+    numbered = [(row[0], row[1]) for row in rows if row[0]]
+    assert numbered == [("1", "book_flight"), ("2", "book_stay (parallel group)"),
+                        ("2.1", "∥ book_hotel"), ("2.2", "∥ rent_car")]
+    assert table.stdout.count("in group book_stay") == 2
+    assert "runs at once: book_hotel, rent_car" in table.stdout
+    assert "at most 2 at a time" in table.stdout
+    saga = json.loads(as_json.stdout)
+    assert [(s["name"], s["group"]) for s in saga["steps"]] == [
+        ("book_flight", None), ("book_hotel", "book_stay"), ("rent_car", "book_stay")]
+    assert saga["groups"] == [{"name": "book_stay", "branches": ["book_hotel", "rent_car"],
+                               "max_concurrency": 2}]

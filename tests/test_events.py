@@ -92,9 +92,16 @@ def test_taxonomy_refuses_a_bad_entry_naming_file_line_and_problem(tmp_path: Pat
                     '[events."ml.run.complete"]\ndomain = "ml"\ndescription = "bad"\n')
     with pytest.raises(TaxonomyError, match=r"events.toml:5: 'ml.run.complete'.*past tense"):
         Taxonomy.load(path)
-    path.write_text('[events."ml.run.started"]\ndomain = "bolt"\ndescription = "x"\n')
-    with pytest.raises(TaxonomyError, match="domain 'bolt'; it must be the name's first"):
+    path.write_text('[events."ml.run.started"]\ndomain = "Bolt ML"\ndescription = "x"\n')
+    with pytest.raises(TaxonomyError, match="domain 'Bolt ML'; a domain is lowercase"):
         Taxonomy.load(path)
+    # An event may be owned by a domain other than its name's first part (Thunderline's
+    # user.onboarding.completed belongs to gate); unset, it is the first part.
+    path.write_text('[events."user.onboarding.completed"]\ndomain = "gate"\ndescription = "x"'
+                    '\n\n[events."ml.run.started"]\ndescription = "y"\n')
+    loaded = Taxonomy.load(path)
+    assert loaded.get("user.onboarding.completed").domain == "gate"
+    assert loaded.get("ml.run.started").domain == "ml"
     path.write_text('[events."ml.run.started"]\ndomain = "ml"\n')
     with pytest.raises(TaxonomyError, match="needs a description"):
         Taxonomy.load(path)

@@ -19,6 +19,7 @@ EXPECTED = {
     "Event", "EventBus", "EventType", "Subscription", "Taxonomy", "event_name", "subscriber",
     "EventError", "InvalidEventError", "PublishError", "SagasDisabledError", "TaxonomyError",
     "Fallback", "Parallel", "SubSaga", "SagaBuilder", "add_steps",
+    "Domains",
     "telemetry",
     # used by the app's own sagas, so public: choreography and references
     "ChoreographySaga", "Reaction", "Ref",

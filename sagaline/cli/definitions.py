@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -16,7 +16,14 @@ from rich.text import Text
 from sagaline.choreography.saga import ChoreographySaga
 from sagaline.cli.app import JsonFlag, cli, fail, out, print_json, project
 from sagaline.errors import UnknownSagaError
-from sagaline.registry import PolicyDescription, SagaDescription, SagaRegistry, StepDescription
+from sagaline.registry import (
+    FallbackDescription,
+    GroupDescription,
+    PolicyDescription,
+    SagaDescription,
+    SagaRegistry,
+    StepDescription,
+)
 
 
 @cli.command()
@@ -106,13 +113,14 @@ def _show_choreography(choreography: ChoreographySaga, as_json: bool) -> None:
 
 
 def saga_header(saga: SagaDescription) -> Table:
-    """The saga's own facts, one a row: inputs, result, defaults, deadline."""
+    """The saga's own facts, one a row: domains, inputs, result, defaults, deadline."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
     rows: list[tuple[str, str | None]] = [
         ("saga", saga.name),
         ("description", saga.description or None),
+        ("domains", _domains(saga.domains)),
         ("inputs", f"{saga.inputs} ({', '.join(saga.input_fields)})"),
         ("returns", _returns(saga.returns)),
         ("retry", f"{policy_text(saga.retry, mark_default=False)} (steps that set none)"),
@@ -128,28 +136,62 @@ def saga_header(saga: SagaDescription) -> Table:
 
 
 def saga_steps_table(saga: SagaDescription) -> Table:
-    """The steps in order: tasks, arguments, retry policies, time limit and queue."""
+    """The steps in order: tasks, arguments, retry policies, time limit and queue.
+
+    A parallel group shows as a row of its own, its branches under it (``2.1``, ``2.2``),
+    each marked ``∥ in group NAME``: they run at once, not one after the other.
+    """
     table = Table(title="steps", title_justify="left", show_lines=True)
     for column in ("#", "step", "action", "compensation", "retry", "time limit", "queue"):
         table.add_column(column, justify="right" if column == "#" else "left")
-    for number, step in enumerate(saga.steps, start=1):
-        _add_step(table, str(number), step)
+    groups = {group.name: group for group in saga.groups}
+    number, branch = 0, 0
+    for step in saga.steps:
+        group = groups.pop(step.group, None) if step.group else None
+        if group is not None:
+            number, branch = number + 1, 0
+            _add_group(table, str(number), group)
+        if step.group:
+            branch += 1
+            _add_step(table, f"{number}.{branch}", step)
+        else:
+            number += 1
+            _add_step(table, str(number), step)
     return table
+
+
+def _add_group(table: Table, number: str, group: GroupDescription) -> None:
+    bound = (f"at most {group.max_concurrency} at a time" if group.max_concurrency
+             else "all at once")
+    table.add_row(number, Text(f"{group.name} (parallel group)"),
+                  Text(f"runs at once: {', '.join(group.branches)}\n{bound}"),
+                  Text("each branch its own (below)"), "", "", "")
 
 
 def _add_step(table: Table, number: str, step: StepDescription) -> None:
     name = step.name if step.kind == "step" else f"{step.name} ({step.kind})"
-    extra = "".join(f"\n{k}: {json.dumps(v)}" for k, v in step.extra.items())
+    if step.group:
+        name = f"∥ {name}\nin group {step.group}"
+    extra = "".join(f"\n{k}: {json.dumps(v)}" for k, v in step.extra.items()
+                    if v != [] and v != {} and v is not False)  # defaults: nothing to say
+    fallback = step.fallback
     table.add_row(
         number,
         Text(name + extra),
-        Text(_operation(step.action, step.args)),
-        Text(_operation(step.compensation, step.compensation_args) if step.compensation
-             else "—"),
+        Text("\n".join(filter(None, [
+            _operation(step.action, step.args),
+            _operation(f"fallback: {fallback.action}", fallback.args) if fallback else None,
+        ]))),
+        Text("\n".join(filter(None, [
+            _operation(step.compensation, step.compensation_args) if step.compensation
+            else "—",
+            _fallback_undo(fallback) if fallback else None,
+        ]))),
         Text("\n".join(filter(None, [
             policy_text(step.retry) if step.retry else None,
             f"undo: {policy_text(step.compensation_retry)}" if step.compensation_retry
             else None,
+            f"fallback: {policy_text(fallback.retry)}" if fallback else None,
         ]))),
         "" if step.time_limit_s is None else f"{step.time_limit_s:g} s",
         Text("\n".join(filter(None, [
@@ -161,9 +203,22 @@ def _add_step(table: Table, number: str, step: StepDescription) -> None:
         _add_step(table, f"{number}.{index}", member)
 
 
+def _fallback_undo(fallback: FallbackDescription) -> str:
+    if fallback.compensation is None:
+        return "fallback: nothing undoes it"
+    return _operation(f"fallback: {fallback.compensation}", fallback.compensation_args)
+
+
 def _operation(task: str | None, args: dict[str, str]) -> str:
     lines = [task or "—"] + [f"  {arg} ← {ref}" for arg, ref in args.items()]
     return "\n".join(lines)
+
+
+def _domains(domains: dict[str, Any] | None) -> str | None:
+    if domains is None:
+        return None
+    reason = domains.get("reason")
+    return f"{domains['direction']} — {reason}" if reason else str(domains["direction"])
 
 
 def _returns(returns: dict[str, str] | str | None) -> str:

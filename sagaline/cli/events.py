@@ -1,8 +1,8 @@
 """The event commands of ``sagaline``, registered on :data:`sagaline.cli.app.cli`.
 
 ``sagaline events lint`` checks the code (and the events the tests emitted) against the
-taxonomy; ``sagaline events list`` shows the taxonomy; ``sagaline trace ID`` prints the
-causal tree of a flow.
+taxonomy, and the app's sagas against the domains they declare; ``sagaline events list``
+shows the taxonomy; ``sagaline trace ID`` prints the causal tree of a flow.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import typer
 from rich.table import Table
 from rich.tree import Tree
 
-from sagaline.cli.app import JsonFlag, cli, fail, out, print_json, project
+from sagaline.cli.app import JsonFlag, cli, err, fail, out, print_json, project
 from sagaline.events.canonical import Event
 from sagaline.events.lint import lint
 from sagaline.events.taxonomy import Taxonomy
 from sagaline.events.trace import TraceNode, trace_flow
 from sagaline.ids import correlation_id as checked_correlation_id
+from sagaline.saga import Saga
 
 events_cli = typer.Typer(help="The event taxonomy: check the code against it, list it.",
                          no_args_is_help=True)
@@ -33,27 +34,44 @@ TaxonomyOption = Annotated[Path, typer.Option(
 
 @events_cli.command("lint")
 def lint_events(
+    ctx: typer.Context,
     paths: Annotated[list[Path] | None, typer.Argument(
         help="Files or folders to check (default: sagaline sagas tasks config).")] = None,
     taxonomy: TaxonomyOption = Path("events.toml"),
     emitted: Annotated[Path | None, typer.Option(
         "--emitted", help="A JSON-lines file of emitted events to check against the "
                           "registered payload schemas (the test session writes one).")] = None,
+    check_sagas: Annotated[bool, typer.Option(
+        "--sagas/--no-sagas", help="Check that the app's sagas (--app) emit only events of "
+                                   "the domains they declare; --no-sagas loads no app.")] = True,
 ) -> None:
     """Check event names in the code (and emitted events) against the taxonomy.
 
     Fails (exit 1), naming file and line, on a name that is unregistered or breaks the
-    convention, or an emitted payload that does not match its registered schema.
+    convention, an emitted payload that does not match its registered schema, or a step
+    that emits an event of a domain its saga does not declare (``Saga(domains=...)``).
     """
     targets = list(paths) if paths else [Path(p) for p in DEFAULT_PATHS if Path(p).exists()]
-    problems = lint(taxonomy, targets, emitted)
+    sagas = _registered_sagas(ctx) if check_sagas else []
+    problems = lint(taxonomy, targets, emitted, sagas)
     for problem in problems:
         out.print(str(problem), markup=False, highlight=False)
     if problems:
         fail(1, f"{len(problems)} event problem(s); see above")
     checked = f", {emitted}" if emitted else ""
-    out.print(f"events lint: no problems ({taxonomy}, {', '.join(map(str, targets))}{checked})",
-              markup=False, highlight=False)
+    declaring = sum(1 for saga in sagas if saga.domains is not None)
+    domains = f", domains of {declaring} of {len(sagas)} saga(s)" if check_sagas else ""
+    out.print(f"events lint: no problems ({taxonomy}, {', '.join(map(str, targets))}"
+              f"{checked}{domains})", markup=False, highlight=False)
+
+
+def _registered_sagas(ctx: typer.Context) -> list[Saga]:
+    try:
+        return list(project(ctx).engine.registry)
+    except typer.Exit:
+        err.print("the events lint loads the app to check its sagas' domains; pass --app, "
+                  "or --no-sagas to check the code only", markup=False, highlight=False)
+        raise
 
 
 @events_cli.command("list")

@@ -18,6 +18,9 @@ Causation, so that "why did this run?" always has an answer:
 4. Compensations, and the run's final ``saga.compensated`` / ``saga.compensation_failed``
    / ``saga.cancelled``, name the failure (``saga.failed``) or the cancellation
    (``saga.cancellation_requested``) that started the rollback.
+5. Every event of a run, lifecycle or emitted, carries the run's trigger in
+   ``meta["trigger_id"]``: the causation id given to ``start`` (Thunderline's audit found
+   its saga events without one).
 """
 
 from __future__ import annotations
@@ -150,10 +153,22 @@ class _Derivation:
         event = Event.model_construct(
             id=event_id, name=name, domain=name.split(".", 1)[0], source=SOURCE,
             correlation_id=self.correlation_id, causation_id=cause, payload=payload,
-            meta={"saga": self.name, "saga_id": self.saga_id, "log_index": index},
+            meta=self._meta(log_index=index),
             occurred_at=datetime.fromtimestamp(at, tz=UTC),
         )
         return LoggedEvent(index, event, lifecycle=True)
+
+    def _meta(self, **more: Any) -> dict[str, Any]:
+        """What every event of the run carries: the saga, and what triggered the run.
+
+        ``trigger_id`` is the causation id the run was started with, so an event deep in
+        the flow still answers "why did this saga run?" without walking the chain.
+        """
+        meta: dict[str, Any] = {"saga": self.name, "saga_id": self.saga_id}
+        if self.trigger:
+            meta["trigger_id"] = self.trigger
+        meta.update(more)
+        return meta
 
     def _cause(self, kind: str, step: Any) -> str | None:
         if kind == "saga.started":
@@ -190,8 +205,7 @@ class _Derivation:
                 source=str(entry.get("source") or f"{self.name}.{step}"),
                 correlation_id=self.correlation_id, causation_id=cause or self.started,
                 payload=entry.get("payload") or {},
-                meta={"saga": self.name, "saga_id": self.saga_id, "step": step, "role": role,
-                      "log_index": index},
+                meta=self._meta(step=step, role=role, log_index=index),
                 occurred_at=datetime.fromtimestamp(at, tz=UTC),
             )
         except ValueError:

@@ -45,9 +45,11 @@ def generate_token(ctx: StepContext, email: str, redirect: str) -> dict[str, Any
         token = session.scalar(
             select(MagicLinkToken).where(MagicLinkToken.saga_key == ctx.idempotency_key))
         if token is None:
+            now = utcnow()
             token = MagicLinkToken(
                 id=new_uuid7(), saga_key=ctx.idempotency_key, email=email, redirect=redirect,
-                correlation_id=ctx.correlation_id, expires_at=utcnow() + TOKEN_LIFETIME)
+                correlation_id=ctx.correlation_id, created_at=now,
+                expires_at=now + TOKEN_LIFETIME)
             session.add(token)
         ctx.emit("gate.token.issued", {"token_id": token.id})
         return {"token_id": token.id, "expires_at": token.expires_at.isoformat()}

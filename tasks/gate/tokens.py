@@ -14,7 +14,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tasks.db import as_utc, database, utcnow
+from tasks.db import Database, as_utc, database, utcnow
 
 from .models import MagicLinkToken, User
 
@@ -37,13 +37,13 @@ def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def redeem(secret: str) -> str:
+def redeem(secret: str, db: Database = database) -> str:
     """Sign in with a magic link's secret: the user's id, once.
 
     Raises:
         InvalidTokenError: The secret is unknown, revoked, used, expired, or its user is gone.
     """
-    with database.session() as session:
+    with db.session() as session:
         token = session.scalar(
             select(MagicLinkToken).where(MagicLinkToken.secret_hash == secret_hash(secret))
         )
