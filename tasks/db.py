@@ -15,11 +15,15 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 """The Alembic scripts of every participant table."""
+
+#: Any number, the same in every process: the advisory lock that migrations and seeding
+#: take on PostgreSQL, so that processes starting together do them one at a time.
+SCHEMA_LOCK = 0x5A6A_11E0
 
 BASELINE = "0001"
 """The revision whose tables existed before the schema had migrations."""
@@ -51,11 +55,21 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def take_schema_lock(connection: Connection) -> None:
+    """Wait for the schema lock in the connection's transaction.
+
+    On PostgreSQL an advisory lock; SQLite's ``BEGIN IMMEDIATE`` already holds its only lock.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+
+
 def alembic_config(url: str) -> Config:
     """The Alembic configuration of the participants' schema, for ``url``."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["database_url"] = url
     return config
 
 
@@ -108,6 +122,7 @@ class Database:
         self._url = url
         upgrade(engine)
         with self.session() as session:
+            take_schema_lock(session.connection())
             for seed in SEEDERS:
                 seed(session)
 

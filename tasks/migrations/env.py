@@ -12,21 +12,17 @@ import os
 from pathlib import Path
 
 from alembic import context
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 import tasks.schema
-from tasks.db import Base, make_engine
-
-#: Any number, the same in every process: the advisory lock migrations take on PostgreSQL.
-MIGRATION_LOCK = 0x5A6A_11E0
+from tasks.db import Base, make_engine, take_schema_lock
 
 tasks.schema.load()
 
 
 def run(connection: Connection) -> None:
     """Lock, then apply the migrations on ``connection`` in its transaction."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    take_schema_lock(connection)
     context.configure(connection=connection, target_metadata=Base.metadata,
                       transactional_ddl=True, render_as_batch=True)
     with context.begin_transaction():
@@ -34,11 +30,15 @@ def run(connection: Connection) -> None:
 
 
 def url() -> str:
-    """The database to migrate, found as the app's settings find it.
+    """The database to migrate.
 
+    The one ``tasks.db.alembic_config`` names, else the one the app's settings find:
     ``SAGALINE_DATABASE_URL``, else the SQLite file in ``SAGALINE_DATA_DIR``, else
     ``alembic.ini``'s URL.
     """
+    given = context.config.attributes.get("database_url")
+    if given:
+        return str(given)
     if os.environ.get("SAGALINE_DATABASE_URL"):
         return os.environ["SAGALINE_DATABASE_URL"]
     if os.environ.get("SAGALINE_DATA_DIR"):
