@@ -255,7 +255,7 @@ def test_demo_on_a_fresh_data_dir_runs_every_scenario_and_stops_what_it_started(
 
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    assert "5 of 5 scenarios ended as expected" in out
+    assert "9 of 9 scenarios ended as expected" in out
     live = ["✗ process_payment failed: CUST-123: 150.00 asked",
             "⤷ process_payment gave up: trying its fallback",
             "✓ process_payment (fallback) completed",
@@ -273,6 +273,20 @@ def test_demo_on_a_fresh_data_dir_runs_every_scenario_and_stops_what_it_started(
     # The hotel is booked at the same time as the car: it is cancelled if it was booked.
     assert ("compensations, in order: cancel_hotel, cancel_flight" in out
             or "compensations, in order: cancel_flight" in out)
+    thunderline = ["✓ send_magic_link completed", f"written to {tmp_path / 'outbox'}",
+                   "X-Correlation-ID: ", "token=", "…(masked)",
+                   "✗ provision_vault failed: storage 'default' has 0 GiB free",
+                   "↺ delete_user (compensation) completed",
+                   "↺ revoke_token (compensation) completed",
+                   "0 users, 0 live tokens, 0 vaults, 0 memberships",
+                   "✓ sync_adapters completed",
+                   "✗ policy_check failed: activation of snapshot ranking-"]
+    positions = [out.find(line) for line in thunderline]
+    assert -1 not in positions and positions == sorted(positions), out
+    assert "approvals:ranking: snapshot ranking-" in out
+    mails = list((tmp_path / "outbox").glob("*.eml"))
+    assert len(mails) == 1  # written to the outbox folder: no SMTP server is configured
+    assert "/auth/magic-link?token=" in mails[0].read_text()
     assert not EmbeddedRedis(tmp_path / "redis").is_running()
     node = next(w for w in out.split() if w.startswith("demo-"))
     assert processes_mentioning(node) == []

@@ -62,6 +62,10 @@ def run(
     correlation_id: Annotated[str | None, typer.Option(
         "--correlation-id", help="The business flow's id, a UUID (default: a new one).",
     )] = None,
+    causation_id: Annotated[str | None, typer.Option(
+        "--causation-id", help="The id (a UUID) of the event or command that caused this run "
+        "(default: the start itself).",
+    )] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the final state.")] = False,
     timeout: Annotated[float, typer.Option(
         "--timeout", min=0.0, help="Seconds to wait, with --wait.",
@@ -70,7 +74,8 @@ def run(
 ) -> None:
     """Start saga NAME; with --wait, wait for its outcome (exit 0 only if it completed)."""
     inputs = parse_inputs(input_)
-    handle: SagaHandle = project(ctx).engine.start(name, inputs, correlation_id=correlation_id)
+    handle: SagaHandle = project(ctx).engine.start(name, inputs, correlation_id=correlation_id,
+                                                   causation_id=causation_id)
     if not wait:
         if as_json:
             print_json({"saga_id": handle.saga_id, "correlation_id": handle.correlation_id})
