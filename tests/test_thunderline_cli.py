@@ -46,7 +46,8 @@ def test_the_mail_step_is_the_pivot_and_has_no_compensation() -> None:
 @pytest.mark.usefixtures("worker")
 def test_run_starts_a_provisioning_with_its_causation_id(engine: Sagaline) -> None:
     """``sagaline run user_provisioning --causation-id ID --wait`` completes, and the run
-    records ID as what triggered it."""
+    records ID as what triggered it.
+    """
     cause = new_id()
     email = f"cli.{uuid.uuid4().hex[:8]}@example.com"
     done = sagaline("run", "user_provisioning", "--input", json.dumps({"email": email}),
