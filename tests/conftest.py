@@ -262,6 +262,15 @@ def backend(request: pytest.FixtureRequest, worker: MainWorker) -> Backend:
     return backend
 
 
+@pytest.fixture
+def faults(backend: Backend) -> Iterator[RedisStore]:
+    """The backend's store, for injecting faults; they are cleared after the test."""
+    store = backend.engine.store
+    store.clear_faults()
+    yield store
+    store.clear_faults()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the tests that restart shared services (Redis) after all the others."""
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)

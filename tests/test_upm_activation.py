@@ -4,7 +4,6 @@ worker, real Redis, the family's snapshots and adapters read back from the datab
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -31,15 +30,6 @@ UNDONE_WHEN_FAILING = {
     "sync_adapters": ["revert_to_shadow", "restore_previous"],
     "emit_activation_event": ["restore_adapters", "revert_to_shadow", "restore_previous"],
 }
-
-
-@pytest.fixture
-def faults(backend: Backend) -> Iterator[RedisStore]:
-    """The backend's store, for injecting faults; they are cleared after the test."""
-    store = backend.engine.store
-    store.clear_faults()
-    yield store
-    store.clear_faults()
 
 
 def activate(backend: Backend, snapshot_id: str, **inputs: float) -> SagaRun:

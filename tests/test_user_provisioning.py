@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,15 +33,6 @@ UNDONE_WHEN_FAILING = {
     "send_magic_link": ["remove_membership", "deprovision_vault", "delete_user",
                         "revoke_token"],
 }
-
-
-@pytest.fixture
-def faults(backend: Backend) -> Iterator[RedisStore]:
-    """The backend's store, for injecting faults; they are cleared after the test."""
-    store = backend.engine.store
-    store.clear_faults()
-    yield store
-    store.clear_faults()
 
 
 def link_secret(body: str) -> tuple[str, str]:

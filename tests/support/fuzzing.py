@@ -33,10 +33,11 @@ from pathlib import PurePosixPath
 from typing import Any, get_args, get_origin
 from urllib.parse import quote
 
+import email_validator
 import redis
 from celery import Celery
 from hypothesis import strategies as st
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, EmailStr, ValidationError
 from pydantic.fields import FieldInfo
 
 from config.celery import WIRE_SETTINGS
@@ -203,7 +204,7 @@ def expect_run(model: type[BaseModel], text: str) -> Expected:
 # -- drawing values from a model ------------------------------------------------------------
 
 _CONSTRAINTS = ("gt", "ge", "lt", "le", "min_length", "max_length", "max_digits",
-                "decimal_places")
+                "decimal_places", "pattern")
 
 
 def constraints(info: FieldInfo) -> dict[str, Any]:
@@ -249,6 +250,17 @@ def valid_value(annotation: Any, rules: Mapping[str, Any], *, for_json: bool
     ``for_json``: only values JSON can carry (a model's instance becomes its dict).
     """
     origin = get_origin(annotation)
+    if annotation is EmailStr:
+        return st.emails().filter(lambda e: len(e) <= int(rules.get("max_length", 320))
+                                  and _valid_email(e))
+    if annotation is str and "pattern" in rules:
+        return st.from_regex(rules["pattern"], fullmatch=True).filter(
+            lambda s: len(s) <= int(rules.get("max_length", 10 ** 6)))
+    if annotation is float:
+        return st.floats(min_value=rules.get("gt", rules.get("ge")),
+                         max_value=rules.get("lt", rules.get("le")),
+                         exclude_min="gt" in rules, exclude_max="lt" in rules,
+                         allow_nan=False, allow_infinity=False)
     if annotation is str:
         low = int(rules.get("min_length", 0))
         return text(low, max(low, int(rules.get("max_length", low + 20))))
@@ -270,6 +282,17 @@ def valid_value(annotation: Any, rules: Mapping[str, Any], *, for_json: bool
             return fields
         return st.one_of(fields, fields.map(annotation.model_validate))
     return st.from_type(annotation)
+
+
+def _valid_email(address: str) -> bool:
+    """Whether email-validator (which ``EmailStr`` uses) takes the address: it refuses some
+    that RFC 5322 allows (special-use domains), which Hypothesis may draw.
+    """
+    try:
+        email_validator.validate_email(address, check_deliverability=False)
+    except email_validator.EmailNotValidError:
+        return False
+    return True
 
 
 def _valid_decimal(rules: Mapping[str, Any], *, for_json: bool) -> st.SearchStrategy[Any]:
