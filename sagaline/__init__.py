@@ -41,7 +41,15 @@ from sagaline.errors import (
 from sagaline.events import Event, EventBus, EventType, Subscription, Taxonomy, subscriber
 from sagaline.ids import new_id
 from sagaline.naming import event_name
-from sagaline.outcome import DeadLetter, ErrorInfo, OperationRun, SagaRun, StepRun, Transition
+from sagaline.outcome import (
+    DeadLetter,
+    ErrorInfo,
+    OperationRun,
+    Progress,
+    SagaRun,
+    StepRun,
+    Transition,
+)
 from sagaline.parallel import Parallel
 from sagaline.policy import DEFAULT_COMPENSATION_RETRY, DEFAULT_RETRY, NO_RETRY, RetryPolicy
 from sagaline.refs import Const, FromInput, FromStep, Ref
@@ -97,6 +105,7 @@ __all__ = [
     "DeadLetter",
     "ErrorInfo",
     "OperationRun",
+    "Progress",
     "Role",
     "SagaRun",
     "SagaStatus",

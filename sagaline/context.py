@@ -20,6 +20,10 @@ def _never() -> bool:
     return False
 
 
+def _no_sink(report: dict[str, Any]) -> None:
+    return None
+
+
 def _convention_only(name: str, payload: dict[str, Any]) -> list[str]:
     return name_problems(name)
 
@@ -62,6 +66,9 @@ class StepContext:
     """Events emitted so far by this attempt; published only if the attempt is recorded."""
     undoes_fallback: bool = False
     """Whether this compensation undoes the step's fallback (rather than its action)."""
+    progress_sink: Callable[[dict[str, Any]], None] = field(
+        default=_no_sink, repr=False, compare=False)
+    """Where :meth:`progress` reports go (the saga's record, telemetry, Flower)."""
 
     @property
     def idempotency_key(self) -> str:
@@ -103,6 +110,35 @@ class StepContext:
         if self.causation_id:
             headers[CAUSATION_HEADER] = self.causation_id
         return headers
+
+    def progress(self, done: float, total: float | None = None, **metrics: Any) -> None:
+        """Report how far this attempt is: ``done`` of ``total`` units, and any metrics.
+
+        The saga's record keeps the latest report (``engine.get``, ``sagaline status``);
+        telemetry gets a ``[sagaline, step, progress]`` event and Flower shows the Celery
+        task in state PROGRESS with the report in its ``result`` field. Cheap enough for
+        every epoch or every second: one write. It never fails the step: a report that
+        cannot be recorded is logged and dropped.
+
+        Raises:
+            ValueError: ``done`` or ``total`` is not a finite number (``done`` >= 0,
+                ``total`` > 0), or a metric is not JSON.
+        """
+        for name, value in (("done", done), ("total", total)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or (
+                    value != value or value in (float("inf"), float("-inf"))):
+                raise ValueError(f"progress {name} must be a finite number, not {value!r}")
+        if done < 0 or (total is not None and total <= 0):
+            raise ValueError(f"progress needs done >= 0 and total > 0, not {done!r} of "
+                             f"{total!r}")
+        try:
+            plain = codec.jsonable(metrics)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"progress metrics must be JSON values: {error}") from error
+        report = {"done": done, "total": total, "metrics": plain, "attempt": self.attempt}
+        self.progress_sink(report)
 
     def cancelled(self) -> bool:
         """Whether this attempt should stop (the saga was cancelled or its lease lost)."""

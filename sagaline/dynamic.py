@@ -73,21 +73,28 @@ class SagaBuilder:
         return saga
 
 
-def add_steps(result: Mapping[str, Any], *steps: Step) -> dict[str, Any]:
-    """A step's result that adds ``steps`` right after the step, in order.
+def add_steps(result: Mapping[str, Any], *elements: Element) -> dict[str, Any]:
+    """A step's result that adds ``elements`` (steps, or groups) right after the step.
 
     The step must declare the tasks the added steps may use (``adds=[...]``). Added steps
-    take arguments from the inputs, from earlier steps' results, or constants.
+    take arguments from the inputs, from earlier steps' results, or constants. A
+    :class:`Parallel` group fans out at run time: its branches (one per proposal, say) are
+    known only now, its ``max_concurrency`` bounds how many run at once, and it is recorded
+    with the result, so a restarted worker and the recovery sweep know it; a rollback
+    undoes its completed branches as for a declared group.
 
     Example:
         >>> return add_steps({"parcels": 2}, *[Step(f"ship_{i}", ship, compensation=unship,
         ...                  args={"parcel": Const(i)}) for i in range(2)])
+        >>> return add_steps({"trials": 10}, Parallel("train", [
+        ...     Step(f"train_{i}", train, compensation=discard, args={"trial": Const(i)})
+        ...     for i in range(10)], max_concurrency=4))
     """
-    return {**result, ADDED_STEPS: [step_to_json(s) for s in steps]}
+    return {**result, ADDED_STEPS: [element_to_json(e) for e in elements]}
 
 
-def added_steps(step: Step, result: Any, tasks: Mapping[str, SagaTask]) -> list[Step]:
-    """The steps an expanding step's recorded result adds (none for other steps).
+def added_steps(step: Step, result: Any, tasks: Mapping[str, SagaTask]) -> list[Element]:
+    """The steps and groups an expanding step's recorded result adds (none for others).
 
     Raises:
         DefinitionError: a spec is malformed, or names a task the step does not declare.
@@ -95,11 +102,12 @@ def added_steps(step: Step, result: Any, tasks: Mapping[str, SagaTask]) -> list[
     if not step.adds or not isinstance(result, Mapping) or not result.get(ADDED_STEPS):
         return []
     allowed = {t.name: t for t in step.adds}
-    steps = [step_from_json(raw, allowed) for raw in result[ADDED_STEPS]]
-    for added in steps:
-        if added.adds:
-            raise DefinitionError(f"added step {added.name!r} cannot add steps itself")
-    return steps
+    elements = [element_from_json(raw, allowed) for raw in result[ADDED_STEPS]]
+    for element in elements:
+        for added in element.steps if isinstance(element, Parallel) else [element]:
+            if added.adds:
+                raise DefinitionError(f"added step {added.name!r} cannot add steps itself")
+    return elements
 
 
 # -- JSON forms -------------------------------------------------------------------------------
@@ -111,6 +119,14 @@ def element_to_json(element: Element) -> dict[str, Any]:
         return {"group": element.name, "max_concurrency": element.max_concurrency,
                 "steps": [step_to_json(s) for s in element.steps]}
     return step_to_json(element)
+
+
+def element_from_json(raw: Mapping[str, Any], tasks: Mapping[str, SagaTask]) -> Element:
+    """A step or a group back from JSON, its tasks looked up by name in ``tasks``."""
+    if "group" in raw:
+        return Parallel(raw["group"], [step_from_json(s, tasks) for s in raw["steps"]],
+                        max_concurrency=raw.get("max_concurrency"))
+    return step_from_json(raw, tasks)
 
 
 def step_to_json(step: Step) -> dict[str, Any]:
@@ -178,14 +194,7 @@ def saga_from_json(raw: Mapping[str, Any], tasks: Mapping[str, SagaTask]) -> Sag
     """An assembled saga back from JSON (its inputs were validated when it started)."""
     fields: dict[str, Any] = {name: (Any, ...) for name in raw["inputs"]}
     inputs = create_model(f"{raw['name']}_inputs", **fields)
-    elements: list[Element] = []
-    for item in raw["steps"]:
-        if "group" in item:
-            elements.append(Parallel(item["group"], [step_from_json(s, tasks)
-                                                     for s in item["steps"]],
-                                     max_concurrency=item.get("max_concurrency")))
-        else:
-            elements.append(step_from_json(item, tasks))
+    elements = [element_from_json(item, tasks) for item in raw["steps"]]
     retry = _policy_from_json(raw.get("retry"))
     extra: dict[str, Any] = {} if retry is None else {"retry": retry}
     saga = Saga(raw["name"], inputs=inputs, steps=elements,
@@ -247,8 +256,8 @@ def _policy_from_json(raw: Mapping[str, Any] | None) -> RetryPolicy | None:
                        maximum=timedelta(seconds=raw["maximum_s"]), jitter=raw["jitter"])
 
 
-def extend(saga: Saga, after: str, steps: Sequence[Step]) -> Saga:
-    """``saga`` with ``steps`` right after step ``after`` (a run's own definition)."""
+def extend(saga: Saga, after: str, steps: Sequence[Element]) -> Saga:
+    """``saga`` with ``steps`` (steps or groups) right after step ``after``: a run's own."""
     elements: list[Element] = []
     for element in saga.elements:
         elements.append(element)

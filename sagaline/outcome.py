@@ -28,6 +28,28 @@ class ErrorInfo(BaseModel):
     """Structured details the error carried."""
 
 
+class Progress(BaseModel):
+    """How far a running operation says it is (``ctx.progress``)."""
+
+    done: float
+    """Units of work done (epochs, rows, files)."""
+    total: float | None = None
+    """Units in all, when known."""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    """Whatever else it reported (an epoch's accuracy, a loss)."""
+    attempt: int
+    """The attempt that reported it."""
+    at: datetime
+    """When it was reported."""
+
+    @property
+    def fraction(self) -> float | None:
+        """``done / total`` between 0 and 1, when the total is known."""
+        if not self.total:
+            return None
+        return max(0.0, min(1.0, self.done / self.total))
+
+
 class OperationRun(BaseModel):
     """One step's action, or its compensation, as recorded."""
 
@@ -49,6 +71,8 @@ class OperationRun(BaseModel):
     """The last error, when an attempt failed."""
     child: str | None = None
     """The id of the child saga it runs (or undoes), for a step that runs one."""
+    progress: Progress | None = None
+    """What its latest attempt last reported with ``ctx.progress`` (``None``: nothing)."""
 
 
 class StepRun(OperationRun):
@@ -164,6 +188,8 @@ class SagaRun(BaseModel):
                     else {"status": s.compensation.status.value,
                           "attempts": s.compensation.attempts}
                 ),
+                "progress": (None if s.progress is None
+                             else s.progress.model_dump(mode="json")),
             }
             for s in self.steps
         ]
@@ -253,7 +279,20 @@ def operation(fields: dict[str, str], prefix: str, task: str | None) -> Operatio
         result=codec.loads(get("result")),
         error=ErrorInfo(**error) if error else None,
         child=get("child") or None,
+        progress=_progress(get("progress")),
     )
+
+
+def _progress(raw: str | None) -> Progress | None:
+    data = codec.loads(raw)
+    if not isinstance(data, dict):
+        return None
+    try:
+        return Progress(done=data["done"], total=data.get("total"),
+                        metrics=data.get("metrics") or {}, attempt=data["attempt"],
+                        at=datetime.fromtimestamp(float(data["at"]), tz=UTC))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def transition(raw: str) -> Transition:

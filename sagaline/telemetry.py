@@ -21,6 +21,9 @@ Events (each a tuple, ``("sagaline", "saga", "start")``):
   a step's action or compensation (``step``, ``role``, ``position``, ``total``, ``attempt``;
   ``error`` and ``retrying`` on ``exception``), with ``duration_s`` on ``stop`` and
   ``exception``.
+- ``step progress``: an operation reported progress with ``ctx.progress`` (measurements
+  ``done`` and, when known, ``total``; metadata ``saga``, ``saga_id``, ``step``, ``role``,
+  ``attempt``, ``metrics``).
 
 Saga events other than ``start`` come from the store: every saga status move is one Lua
 script, which reports the move, so each fires exactly once per run whoever made it.
@@ -69,6 +72,7 @@ SAGA_NEEDS_ATTENTION: Event = ("sagaline", "saga", "needs_attention")
 STEP_START: Event = ("sagaline", "step", "start")
 STEP_STOP: Event = ("sagaline", "step", "stop")
 STEP_EXCEPTION: Event = ("sagaline", "step", "exception")
+STEP_PROGRESS: Event = ("sagaline", "step", "progress")
 COMPENSATION_START: Event = ("sagaline", "compensation", "start")
 COMPENSATION_STOP: Event = ("sagaline", "compensation", "stop")
 COMPENSATION_EXCEPTION: Event = ("sagaline", "compensation", "exception")
@@ -85,7 +89,7 @@ SAGA_EVENTS: frozenset[Event] = frozenset(
     {SAGA_START, SAGA_FAIL, SAGA_COMPENSATE, SAGA_NEEDS_ATTENTION, *CONCLUSIONS.values()}
 )
 OPERATION_EVENTS: frozenset[Event] = frozenset({
-    STEP_START, STEP_STOP, STEP_EXCEPTION,
+    STEP_START, STEP_STOP, STEP_EXCEPTION, STEP_PROGRESS,
     COMPENSATION_START, COMPENSATION_STOP, COMPENSATION_EXCEPTION,
 })
 #: Every event the engine emits.

@@ -37,7 +37,7 @@ from celery.canvas import Signature
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from pydantic import ConfigDict, validate_call
 
-from sagaline import telemetry
+from sagaline import codec, telemetry
 from sagaline.context import StepContext
 from sagaline.errors import ConfigurationError, DefinitionError, StepTimeoutError
 from sagaline.runtime.attempt import Runtime
@@ -95,7 +95,7 @@ class SagaCeleryTask(Task):  # type: ignore[misc]
                          "send the task", requeue=False)
         try:
             with _scope_of(envelope, self.request):
-                self.runtime.deliver(envelope, self._call)
+                self.runtime.deliver(envelope, self._call, self._show_progress)
             return None
         except RetryIn as again:
             raise self.retry(countdown=again.delay_s, exc=again.cause, max_retries=None) from None
@@ -108,6 +108,17 @@ class SagaCeleryTask(Task):  # type: ignore[misc]
             log.error("[saga %s] saga store unavailable (%s); requeueing %s",
                       envelope.saga_id, error, envelope.step)
             raise Reject(str(error), requeue=True) from error
+
+    def _show_progress(self, report: dict[str, Any]) -> None:
+        """Show a progress report in Flower: a ``task-progress`` event.
+
+        Celery turns an event type it does not know into the task's state (``PROGRESS``),
+        and Flower serialises only a task's own fields, so the report travels as the task's
+        ``result`` (JSON text), which Flower's API and task page show while it runs.
+        """
+        if self.request.called_directly or not self.request.id:
+            return
+        self.send_event("task-progress", result=codec.dumps(report))
 
     def _call(self, ctx: StepContext, **arguments: Any) -> Any:
         """Call the function, its soft time limit turned into the engine's timeout."""

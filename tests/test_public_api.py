@@ -8,7 +8,7 @@ EXPECTED = {
     "Const", "FromInput", "FromStep", "RetryPolicy", "DEFAULT_RETRY",
     "DEFAULT_COMPENSATION_RETRY", "NO_RETRY", "Saga", "SagaTask", "Step", "StepContext",
     "saga_task", "EmbeddedRedis", "RedisStore", "SagaHandle", "SagaRegistry", "Sagaline",
-    "new_id", "ErrorInfo", "OperationRun", "Role", "SagaRun", "SagaStatus", "StepRun",
+    "new_id", "ErrorInfo", "OperationRun", "Progress", "Role", "SagaRun", "SagaStatus", "StepRun",
     "StepStatus", "Transition", "ConfigurationError", "DefinitionError", "EmbeddedRedisError",
     "EnqueueError", "InjectedFaultError", "InvalidCorrelationIdError", "InvalidInputError",
     "NonRetryableError", "SagaError", "SagaNotFoundError", "StateError", "StepError",

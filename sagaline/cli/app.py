@@ -23,8 +23,8 @@ from rich.table import Table
 from rich.text import Text
 
 from sagaline.engine import Sagaline
-from sagaline.outcome import SagaRun
-from sagaline.status import SagaStatus
+from sagaline.outcome import OperationRun, SagaRun
+from sagaline.status import SagaStatus, StepStatus
 
 DEFAULT_APP = "config"
 """The app module used when neither ``--app`` nor ``SAGALINE_APP`` names one."""
@@ -253,11 +253,24 @@ def steps_table(run: SagaRun) -> Table:
     for number, step in enumerate(run.steps, start=1):
         undo = step.compensation
         table.add_row(
-            str(number), Text(step.name), Text(step.status.value), str(step.attempts),
-            Text("—" if undo is None else undo.status.value),
+            str(number), Text(step.name), Text(_with_progress(step)), str(step.attempts),
+            Text("—" if undo is None else _with_progress(undo)),
             "" if undo is None else str(undo.attempts),
         )
     return table
+
+
+def _with_progress(operation: OperationRun) -> str:
+    """Its status, and while it runs its latest progress (``running 3/10 (30%) acc=0.9``)."""
+    text = operation.status.value
+    progress = operation.progress
+    if progress is None or operation.status not in (StepStatus.RUNNING, StepStatus.RETRYING):
+        return text
+    done = f"{progress.done:g}" + (f"/{progress.total:g}" if progress.total else "")
+    share = f" ({progress.fraction:.0%})" if progress.fraction is not None else ""
+    metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in sorted(progress.metrics.items()))
+    return f"{text} {done}{share}" + (f" {metrics}" if metrics else "")
 
 
 def show_run(run: SagaRun, as_json: bool) -> None:

@@ -31,7 +31,8 @@ from sagaline.runtime.heartbeat import Heartbeat
 from sagaline.runtime.message import Envelope, RetryIn, Skip
 from sagaline.runtime.nested import NestedSagas
 from sagaline.runtime.operation import Plan, operation_span, plan_for
-from sagaline.saga import Saga
+from sagaline.runtime.progress import ProgressSink, Report
+from sagaline.saga import Element, Saga
 from sagaline.status import Role
 from sagaline.step import Step
 from sagaline.store.redis import RedisStore
@@ -54,6 +55,8 @@ class Delivery:
     """The saga the message was for (its events are published after)."""
     children: bool = False
     """Whether a child saga may have ended (then the ended children are settled)."""
+    report: Report | None = None
+    """How the transport shows a progress report (``None``: it does not)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class _Outcome:
     result: Any
     saga: Saga
     last: bool
-    added: list[Step]
+    added: list[Element]
     saga_result: Any
 
 
@@ -95,7 +98,8 @@ class Runtime:
 
     # -- the transport's three entries ----------------------------------------------------
 
-    def deliver(self, envelope: Envelope, call: Callable[..., Any]) -> Any:
+    def deliver(self, envelope: Envelope, call: Callable[..., Any],
+                report: Report | None = None) -> Any:
         """Run one delivery of a step message, then its chores.
 
         Args:
@@ -103,12 +107,13 @@ class Runtime:
             call: Calls the operation's function with ``(ctx, **arguments)``; a transport
                 raises :class:`~sagaline.errors.StepTimeoutError` from it when the attempt
                 ran out of time.
+            report: Shows a ``ctx.progress`` report where the transport's tools look.
 
         Raises:
             RetryIn: The message must come back later.
             Skip: The message must be dropped.
         """
-        delivery = Delivery(envelope.saga_id)
+        delivery = Delivery(envelope.saga_id, report=report)
         try:
             return self.execute(envelope, call, delivery)
         finally:
@@ -167,7 +172,7 @@ class Runtime:
             raise Skip(f"{envelope.role.value} {plan.step.name} not run: {claim.kind} "
                        f"{claim.saga_status}")
         delivery.children = bool(claim.parent_id) or isinstance(plan.step, SubSaga)
-        ctx, value = self._run(envelope, plan, claim, call)
+        ctx, value = self._run(envelope, plan, claim, call, delivery.report)
         try:
             done = self._outcome(envelope, plan, claim, value)
         except Exception as error:
@@ -175,8 +180,8 @@ class Runtime:
             return self._unusable(envelope, plan, claim, ctx, value, error)
         return self._record(envelope, plan, claim, ctx, done)
 
-    def _run(self, envelope: Envelope, plan: Plan, claim: Claim, call: Callable[..., Any]
-             ) -> tuple[StepContext, Any]:
+    def _run(self, envelope: Envelope, plan: Plan, claim: Claim, call: Callable[..., Any],
+             report: Report | None = None) -> tuple[StepContext, Any]:
         """Run the claimed attempt under its lease; on failure, :meth:`_failed` decides.
 
         Returns the context and what the function returned, as it returned it.
@@ -191,6 +196,8 @@ class Runtime:
             cancel_check=heartbeat.should_stop, undoes_fallback=envelope.undoes_fallback,
             causation_id=claim.started_event or None, event_check=self.check_event,
             source=getattr(step.task_for(role, envelope.undoes_fallback), "name", step.name),
+            progress_sink=ProgressSink(self.store, plan.saga.name, envelope.saga_id, role,
+                                       step.name, claim.attempt, report),
         )
         span = operation_span(envelope, plan.saga, plan.index, claim.attempt,
                                claim.correlation_id)

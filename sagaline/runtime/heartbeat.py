@@ -50,11 +50,15 @@ class Heartbeat:
         _keeper().remove(self)
 
     def should_stop(self) -> bool:
-        """Whether the attempt should stop: its lease was lost or its saga cancelled."""
+        """Whether the attempt should stop.
+
+        It should when its lease was lost, its saga was cancelled, or (an action) its saga
+        is rolling back.
+        """
         if self.lost.is_set() or self.cancel_requested.is_set():
             return True
         try:
-            return self.store.is_cancel_requested(self.saga_id)
+            return self.store.must_stop(self.saga_id, self.role)
         except redis.RedisError:
             return False
 

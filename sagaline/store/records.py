@@ -15,7 +15,7 @@ import redis
 from sagaline import codec
 from sagaline.errors import SagaNotFoundError, WaitTimeoutError
 from sagaline.outcome import DeadLetter, SagaRun, TaskNames, build_run
-from sagaline.status import SagaStatus
+from sagaline.status import Role, SagaStatus
 
 _FINAL_OPERATION = ("completed", "failed", "skipped")
 
@@ -174,6 +174,19 @@ class SagaRecords:
     def is_cancel_requested(self, saga_id: str) -> bool:
         """Whether the saga was cancelled (or passed its deadline)."""
         return self.client.hget(self.saga_keys(saga_id)[0], "cancel_requested") == "1"
+
+    def must_stop(self, saga_id: str, role: Role) -> bool:
+        """Whether a running operation of ``role`` should stop now.
+
+        Any operation stops when the saga was cancelled (or passed its deadline); an action
+        or fallback also when the saga no longer goes forward (it is rolling back because
+        another step failed, or it ended): whatever it would finish is undone anyway.
+        """
+        status, cancelled = self.client.hmget(self.saga_keys(saga_id)[0],
+                                              ["status", "cancel_requested"])
+        if cancelled == "1":
+            return True
+        return role is not Role.COMPENSATION and status not in (None, "running")
 
     def load(self, saga_id: str, *, task_names: Callable[[str], TaskNames] | None = None
              ) -> SagaRun:

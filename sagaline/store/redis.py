@@ -212,6 +212,14 @@ class RedisStore(SagaRecords):
         reply = self._call("renew", saga_id, role.value, step, attempt, lease_s)
         return reply[0] == "ok", reply[1] == "1"
 
+    def record_progress(self, saga_id: str, role: Role, step: str, report: str) -> None:
+        """Keep an operation's latest progress report (JSON): one write, no script.
+
+        Only the latest report is kept; it expires with the saga's other records.
+        """
+        _, steps_key, _ = self.saga_keys(saga_id)
+        self.client.hset(steps_key, f"{role.value}:{step}:progress", report)
+
     def complete(self, saga_id: str, role: Role, step: str, *, attempt: int, result: Any,
                  saga_result: Any = None, final: bool = False, next_step: str = "",
                  plan: Sequence[str] | None = None,
