@@ -33,6 +33,16 @@ class Settings(BaseSettings):
     """The sender of the mails the sagas send."""
     public_url: str = "http://localhost:8000"
     """The site magic links point at."""
+    flower_basic_auth: SecretStr | None = None
+    """``user:password`` (comma-separated for several) that ``sagaline flower`` requires;
+    Flower is not started without it."""
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    """The port ``sagaline flower`` listens on."""
+    flower_address: str = "127.0.0.1"
+    """The address ``sagaline flower`` listens on (``0.0.0.0`` to serve other machines)."""
+    nas_dir: Path | None = None
+    """Where NAS training keeps checkpoints and model artifacts; unset: ``data_dir/nas``.
+    Training workers on several machines need it on shared storage."""
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / "var")
     """Where the embedded Redis and the SQLite file live."""
     key_prefix: str = "sagaline:"
