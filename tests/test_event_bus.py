@@ -309,3 +309,20 @@ def test_a_step_context_hands_the_flow_ids_to_outside_calls(engine: Sagaline) ->
     events = published(engine, handle.correlation_id, "saga.completed")
     started = next(e for e in events if e.name == "saga.step.started")
     assert headers["X-Causation-ID"] == started.id
+
+
+def test_an_event_published_while_a_lost_dispatch_holds_the_flag_still_reaches_its_subscriber(
+        engine: Sagaline) -> None:
+    """A dispatch requested before was lost (its worker died with the message): the flag
+    says one is waiting, yet the event is handled within seconds, without beat."""
+    assert engine.bus is not None
+    bus = engine.bus
+    cid = str(uuid.uuid4())
+    flag = f"{bus.prefix}events:dispatch_pending"
+    bus.client.delete(f"{flag}:backstop")
+    bus.client.set(flag, "1", px=5000)  # the lost dispatch's flag: nothing will clear it
+    event = Event.new("orders.order.created", {"order_id": 2, "customer_id": "C"},
+                      correlation_id=cid, source="tests")
+    bus.publish(event)
+    trail = wait_for(lambda: audit_trail(cid), timeout=20, what="event handled")
+    assert [a.event_id for a in trail] == [event.id]

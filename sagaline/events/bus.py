@@ -48,6 +48,9 @@ log = logging.getLogger("sagaline.bus")
 DISPATCH_TASK = "sagaline.events.dispatch"
 """The Celery task that hands new events to subscribers (beat runs it too)."""
 
+DISPATCH_COALESCE_S = 5.0
+"""How long a requested dispatch covers later requests (they send nothing more)."""
+
 Handler = Callable[[Event], Any]
 """A subscriber's function: it receives the event."""
 
@@ -278,11 +281,21 @@ class EventBus:
         return f"{self.prefix}events:dispatch_pending"
 
     def request_dispatch(self) -> None:
-        """Enqueue one dispatch unless one is already waiting (no-op without subscribers)."""
+        """Enqueue one dispatch unless one is already waiting (no-op without subscribers).
+
+        The waiting dispatch may be lost (its worker was killed with the message fetched
+        and unacknowledged, which Redis hands out again only after the visibility timeout).
+        So a request that finds one waiting sends one more, delayed by the coalescing
+        window, once per window: events published then reach their subscribers within
+        seconds whatever happened to the first, without waiting for beat.
+        """
         if self.app is None or not self.subscriptions:
             return
-        if self.client.set(self._dispatch_flag, "1", nx=True, px=5000):
+        window_ms = int(DISPATCH_COALESCE_S * 1000)
+        if self.client.set(self._dispatch_flag, "1", nx=True, px=window_ms):
             self.app.send_task(DISPATCH_TASK)
+        elif self.client.set(f"{self._dispatch_flag}:backstop", "1", nx=True, px=window_ms):
+            self.app.send_task(DISPATCH_TASK, countdown=DISPATCH_COALESCE_S)
 
     def dispatch(self, count: int = 200) -> int:
         """Hand new (and abandoned) events to each subscriber's task; how many were sent."""
