@@ -19,6 +19,8 @@ from sagas import CHOREOGRAPHIES, SAGAS
 from tasks import SUBSCRIBERS
 from tasks.db import Database, database
 from tasks.gate.mail import mailer
+from tasks.nas.storage import storage as nas_storage
+from tasks.nas.trials import TRAIN_TASK
 
 from . import telemetry
 from .settings import Settings, load_settings
@@ -73,6 +75,7 @@ def create_app(settings: Settings, *, db: Database = database,
         result_expires=3600,
         worker_send_task_events=True,
         task_send_sent_event=True,
+        task_routes={TRAIN_TASK: {"queue": settings.training_queue}},
     )
     app.conf.beat_schedule = {
         "sagaline-recover": {
@@ -105,6 +108,7 @@ def create_app(settings: Settings, *, db: Database = database,
     for choreography in choreographies:
         choreography.bind(engine)
     db.configure(settings.sqlite_url)
+    nas_storage.configure(settings.nas_dir or settings.data_dir / "nas")
     mailer.configure(
         smtp_url=settings.smtp_url.get_secret_value() if settings.smtp_url else None,
         outbox=settings.data_dir / "outbox", sender=settings.mail_from,

@@ -1,7 +1,8 @@
 """What ``sagaline demo`` runs for this app: each example saga succeeding, then failing.
 
 The Thunderline sagas too: a user provisioned (the mail it sent shown) and one whose vault
-cannot be provisioned (nothing left behind); a UPM snapshot activated and one Crown denies.
+cannot be provisioned (nothing left behind); a UPM snapshot activated and one Crown denies;
+a small architecture search (Cerebros NAS), its training progress shown live.
 
 Each saga runs once as it succeeds and once as it fails part-way and is undone; the order
 saga also once paid by the customer's backup card (its payment's fallback). The scenarios
@@ -31,6 +32,7 @@ from tasks.gate.mail import mailer
 from tasks.gate.models import MagicLinkToken, User
 from tasks.inventory import Product
 from tasks.link.models import Membership
+from tasks.nas.models import Trial
 from tasks.payments import BACKUP_LIMIT_CENTS, Account, BackupCard
 from tasks.travel import SEED, Resource
 
@@ -159,6 +161,22 @@ def new_snapshot(family: str, drift: float) -> dict[str, str]:
     return {"snapshot_id": snapshot_id}
 
 
+def the_search(run: SagaRun) -> list[str]:
+    """What the search trained, its frontier, and the version it registered."""
+    if not isinstance(run.result, dict):
+        return []
+    with database.session() as session:
+        trials = session.scalars(select(Trial).where(Trial.run_id == run.result["run_id"])
+                                 .order_by(Trial.index)).all()
+        lines = [f"trial {t.index}: {t.architecture['layers']}x{t.architecture['units']} "
+                 f"accuracy {t.metrics.get('val_accuracy', 0):.3f}, "
+                 f"{t.metrics.get('params', 0):,} parameters" for t in trials]
+    frontier = run.step("analyze_pareto").result or {}
+    lines.append(f"Pareto frontier: {len(frontier.get('frontier', []))} trials; registered "
+                 f"version {run.result['version']} (accuracy {run.result['val_accuracy']:.3f})")
+    return lines
+
+
 def two_approvals_for_ranking() -> None:
     """The ranking family's snapshots need two distinct approvers."""
     with database.session() as session:
@@ -242,5 +260,14 @@ SCENARIOS = [
         expect=SagaStatus.COMPENSATED,
         compensations=(),
         prepare=two_approvals_for_ranking,
+    ),
+    DemoScenario(
+        title="A small architecture search: 4 models trained 2 at a time, the best registered",
+        saga="cerebros_nas",
+        inputs={"search_space": {"layers": [1, 2], "units": [64, 128]}, "max_trials": 4,
+                "epochs": 10, "concurrency": 2, "passes_per_epoch": 3},
+        expect=SagaStatus.COMPLETED,
+        compensations=(),
+        show=the_search,
     ),
 ]

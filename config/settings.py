@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     """The port ``sagaline flower`` listens on."""
     flower_address: str = "127.0.0.1"
     """The address ``sagaline flower`` listens on (``0.0.0.0`` to serve other machines)."""
+    training_queue: str = Field(default="training", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+    """The queue NAS training steps go to: run training workers apart from the light ones
+    (``sagaline worker -Q training``)."""
     nas_dir: Path | None = None
     """Where NAS training keeps checkpoints and model artifacts; unset: ``data_dir/nas``.
     Training workers on several machines need it on shared storage."""

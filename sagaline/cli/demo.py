@@ -29,8 +29,10 @@ from sagaline.store.embedded import EmbeddedRedis
 
 #: How often the transition log is read while a saga runs, in seconds.
 POLL_S = 0.05
+#: How often a running saga's progress reports are read, in seconds.
+PROGRESS_POLL_S = 0.5
 #: How long one scenario may take before the demo gives up on it, in seconds.
-SCENARIO_TIMEOUT_S = 60.0
+SCENARIO_TIMEOUT_S = 120.0
 # File times come from a coarse kernel clock that may lag time.time() by a tick.
 _CLOCK_SLACK_S = 0.05
 
@@ -120,7 +122,7 @@ class DemoWorker:
         return [
             sys.executable, "-m", "celery", "-A", self.module, "worker", "--pool=prefork",
             "-c", str(self.concurrency), "-l", "warning", "--without-mingle",
-            "--without-gossip", "-n", f"{self.node}@%h",
+            "--without-gossip", "-n", f"{self.node}@%h", "-Q", ",".join(app_queues(self.app)),
         ]
 
     def start(self, timeout: float = 60.0) -> None:
@@ -176,6 +178,37 @@ class DemoWorker:
     ) -> None:
         """Stop the worker; keep its log when something went wrong."""
         self.stop(keep_log=kind is not None)
+
+
+def app_queues(app: Any) -> list[str]:
+    """Every queue the app's messages go to: its default and those its routes name.
+
+    The demo's one worker consumes them all (a deployment runs a worker per queue).
+    """
+    queues = [str(app.conf.task_default_queue or "celery")]
+    routes = app.conf.task_routes or {}
+    for route in routes.values() if isinstance(routes, Mapping) else ():
+        queue = route.get("queue") if isinstance(route, Mapping) else None
+        if queue and queue not in queues:
+            queues.append(str(queue))
+    return queues
+
+
+def progress_lines(run: SagaRun, shown: dict[str, float]) -> list[str]:
+    """A line for each running step whose progress moved since it was last shown."""
+    lines = []
+    for step in run.steps:
+        progress = step.progress
+        if progress is None or step.status.value != "running":
+            continue
+        if shown.get(step.name) == progress.done:
+            continue
+        shown[step.name] = progress.done
+        total = f"/{progress.total:g}" if progress.total else ""
+        metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in sorted(progress.metrics.items()))
+        lines.append(f"  ⋯ {step.name} {progress.done:g}{total} {metrics}".rstrip())
+    return lines
 
 
 def compensation_names(engine: Sagaline, saga: str) -> dict[str, str]:
@@ -265,6 +298,8 @@ def follow(engine: Sagaline, saga_id: str, console: Console, timeout: float) -> 
     store = engine.store
     undo: dict[str, str] | None = None
     seen = 0
+    shown: dict[str, float] = {}
+    next_progress = 0.0
     deadline = time.monotonic() + timeout
     while True:
         status = store.status(saga_id)  # read before the log: a final status's entry is in
@@ -275,6 +310,10 @@ def follow(engine: Sagaline, saga_id: str, console: Console, timeout: float) -> 
             line = describe(entry, undo)
             if line is not None:
                 say(console, *line)
+        if time.monotonic() >= next_progress and status is not None and not status.is_final:
+            next_progress = time.monotonic() + PROGRESS_POLL_S
+            for text in progress_lines(engine.get(saga_id), shown):
+                say(console, text, "dim")
         if status is not None and status.is_final:
             return True
         if time.monotonic() > deadline:
