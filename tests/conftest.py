@@ -239,16 +239,26 @@ def pg_backend(postgres: ThrowawayPostgres, worker: MainWorker) -> Iterator[Back
 
     url = postgres.create_database("sagaline")
     env = {"SAGALINE_DATABASE_URL": url, "SAGALINE_KEY_PREFIX": PG_PREFIX,
-           "SAGALINE_QUEUE": "pg"}
+           "SAGALINE_QUEUE": "pg", "SAGALINE_TRAINING_QUEUE": "pg-training"}
     db = Database()
-    _, pg_engine = create_app(Settings(database_url=url, key_prefix=PG_PREFIX, queue="pg"),
+    _, pg_engine = create_app(Settings(database_url=url, key_prefix=PG_PREFIX, queue="pg",
+                                       training_queue="pg-training"),
                               db=db, choreographies=())
     test_app.set_current()
     ENGINES.append(pg_engine)
-    process = start_worker("pg", queues="pg", env=env)
+    process = start_worker("pg", queues="pg,pg-training", env=env)
     yield Backend("postgresql", pg_engine, db)
     stop_worker(process)
     db.dispose()
+
+
+@pytest.fixture(scope="session")
+def training_worker(worker: MainWorker) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker for the ``training`` queue alone (NAS trials), as a deployment runs one."""
+    process = start_worker("training", concurrency=2, queues="training")
+    yield process
+    if process.poll() is None:
+        stop_worker(process)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -8,6 +8,7 @@ the next attempt; the engine's lease makes sure no two attempts of one trial run
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -63,14 +64,17 @@ def train(ctx: StepContext, run_id: str, index: int, passes_per_epoch: int = 1
     architecture = Architecture(layers=trial.architecture["layers"],
                                 units=trial.architecture["units"])
 
+    ended: list[float] = list(trial.metrics.get("epoch_ended_at", []))
+
     def on_epoch(epoch: int, epochs: int, metrics: EpochMetrics) -> None:
+        ended.append(round(time.time(), 3))
         ctx.progress(epoch, epochs, val_accuracy=round(metrics["val_accuracy"], 4),
                      train_loss=round(metrics["train_loss"], 4))
         with database.session() as session:
             row = session.get(Trial, trial.id)
             if row is not None:
                 row.epochs_done, row.checkpoint_path = epoch, str(folder)
-                row.metrics = {**dict(metrics)}
+                row.metrics = {**dict(metrics), "epoch_ended_at": list(ended)}
 
     try:
         result = train_trial(cached_split(dataset, run.seed), architecture, epochs=run.epochs,
@@ -93,7 +97,8 @@ def train(ctx: StepContext, run_id: str, index: int, passes_per_epoch: int = 1
         row = session.get(Trial, trial.id)
         assert row is not None
         row.status, row.epochs_done = TrialStatus.COMPLETED, result.epochs_done
-        row.metrics = {**result.metrics, "resumed_from": result.resumed_from}
+        row.metrics = {**result.metrics, "resumed_from": result.resumed_from,
+                       "epoch_ended_at": list(ended)}
         artifact_id = artifact.id
     ctx.emit("ml.trial.completed", {"run_id": run_id, "trial_id": trial.id,
                                     "val_accuracy": result.val_accuracy,
