@@ -89,11 +89,11 @@ SAGA_EVENTS: frozenset[Event] = frozenset(
     {SAGA_START, SAGA_FAIL, SAGA_COMPENSATE, SAGA_NEEDS_ATTENTION, *CONCLUSIONS.values()}
 )
 OPERATION_EVENTS: frozenset[Event] = frozenset({
-    STEP_START, STEP_STOP, STEP_EXCEPTION, STEP_PROGRESS,
+    STEP_START, STEP_STOP, STEP_EXCEPTION,
     COMPENSATION_START, COMPENSATION_STOP, COMPENSATION_EXCEPTION,
 })
-#: Every event the engine emits.
-EVENTS: frozenset[Event] = SAGA_EVENTS | OPERATION_EVENTS
+#: Every event the engine emits (progress reports apart: they come many times an attempt).
+EVENTS: frozenset[Event] = SAGA_EVENTS | OPERATION_EVENTS | {STEP_PROGRESS}
 
 
 class Handler(Protocol):

@@ -101,6 +101,10 @@ def describe(event: telemetry.Event, measurements: Mapping[str, float],
         level = logging.INFO if what in ("complete", "compensated", "cancelled") \
             else logging.WARNING
         return level, f"{head} {saga} {metadata.get('status')}{ms}{tail}"
+    if what == "progress":
+        total = f"/{measurements['total']:g}" if "total" in measurements else ""
+        return logging.DEBUG, (f"{head} step {metadata.get('step')} progress "
+                               f"{measurements.get('done', 0):g}{total}{tail}")
     position = f"{metadata.get('position')}/{metadata.get('total')}"
     attempt = metadata.get("attempt", 1)
     text = f"{head} {kind} {position} {metadata.get('step')} {_VERBS[what]}"

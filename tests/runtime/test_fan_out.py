@@ -134,3 +134,28 @@ def test_an_action_running_when_its_saga_turns_to_rolling_back_is_told_to_stop(
     assert run.status is SagaStatus.COMPENSATED
     assert "train_0" in rt.undone(saga_id)
 
+
+
+def test_the_exporters_take_progress_reports_and_stay_attached(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A progress event must not break an exporter (a handler that raises is detached):
+    the transition logger writes it at DEBUG and stays attached; the Prometheus and
+    OpenTelemetry exporters do not listen to it."""
+    from sagaline.exporters import logs, otel, prometheus
+
+    was = logs.HANDLER_ID in telemetry.attached(telemetry.SAGA_START)
+    if not was:
+        logs.install()
+    try:
+        with caplog.at_level("DEBUG", logger="sagaline.transitions"):
+            telemetry.execute(telemetry.STEP_PROGRESS, {"done": 3, "total": 10},
+                              {"saga": "s", "saga_id": "id-1", "step": "train_0",
+                               "role": "action", "attempt": 1, "metrics": {}})
+        assert logs.HANDLER_ID in telemetry.attached(telemetry.STEP_PROGRESS)
+        assert "[saga id-1] step train_0 progress 3/10" in caplog.text
+        assert telemetry.STEP_PROGRESS not in telemetry.OPERATION_EVENTS
+        assert prometheus.HANDLER_ID not in telemetry.attached(telemetry.STEP_PROGRESS)
+        assert otel.HANDLER_ID not in telemetry.attached(telemetry.STEP_PROGRESS)
+    finally:
+        if not was:
+            logs.uninstall()
