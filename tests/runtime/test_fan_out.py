@@ -140,7 +140,8 @@ def test_the_exporters_take_progress_reports_and_stay_attached(
         caplog: pytest.LogCaptureFixture) -> None:
     """A progress event must not break an exporter (a handler that raises is detached):
     the transition logger writes it at DEBUG and stays attached; the Prometheus and
-    OpenTelemetry exporters do not listen to it."""
+    OpenTelemetry exporters do not listen to it.
+    """
     from sagaline.exporters import logs, otel, prometheus
 
     was = logs.HANDLER_ID in telemetry.attached(telemetry.SAGA_START)
