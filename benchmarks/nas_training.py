@@ -1,5 +1,7 @@
-"""Cerebros NAS on real workers: the wall time of a search on 1 and on 2 training worker
-processes, and what one ``ctx.progress`` call costs.
+"""Cerebros NAS on real workers: a search's wall time on 1 and 2 processes, progress's cost.
+
+It measures the wall time of a search on 1 and on 2 training worker processes, and what
+one ``ctx.progress`` call costs.
 
 The search is the test suite's: ten architectures (1-2 layers x 16-256 units) on digits,
 ``--epochs`` epochs each, every trial allowed to run at once. A light worker runs the
