@@ -19,7 +19,12 @@ from pydantic import BaseModel
 
 from sagaline import ids
 from sagaline.child import SubSaga
-from sagaline.errors import SagasDisabledError, StateError
+from sagaline.errors import (
+    IdempotencyConflictError,
+    InvalidInputError,
+    SagasDisabledError,
+    StateError,
+)
 from sagaline.events.bus import EventBus
 from sagaline.events.outbox import Outbox
 from sagaline.naming import name_problems
@@ -164,6 +169,7 @@ class Sagaline:
         *,
         correlation_id: str | None = None,
         causation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> SagaHandle:
         """Validate, record and enqueue a run; return at once with its handle.
 
@@ -174,6 +180,11 @@ class Sagaline:
             causation_id: The id (a UUID) of the event or command that caused this run;
                 when ``None``, the start itself is the cause and gets a new UUIDv7, so the
                 run's ``saga.started`` always names what triggered it.
+            idempotency_key: Starts the saga once: a second start with the same key (while
+                its run is kept, i.e. until the retention time after it ended) returns the
+                first run's handle and starts nothing, also when both start at the same
+                instant from two processes. Up to 200 printable characters; a web app
+                passes the request's ``Idempotency-Key``.
 
         Raises:
             UnknownSagaError: No saga of that name is registered.
@@ -181,6 +192,8 @@ class Sagaline:
             InvalidCorrelationIdError: ``correlation_id`` or ``causation_id`` is not a UUID;
                 nothing recorded.
             SagasDisabledError: Sagas are switched off here; nothing recorded.
+            IdempotencyConflictError: ``idempotency_key`` started another saga, or this
+                one with other inputs; nothing recorded.
             EnqueueError: The broker refused the first message; the run is recorded failed.
         """
         if not self.enabled:
@@ -198,7 +211,18 @@ class Sagaline:
         cid = ids.correlation_id(correlation_id)
         trigger = ids.causation_id(causation_id)
         saga_id = ids.new_id()
-        if not self.driver.launch(definition, saga_id, values, cid, trigger, None):
+        key = checked_idempotency_key(definition.name, idempotency_key)
+        creation = self.driver.launch(definition, saga_id, values, cid, trigger, None, key)
+        if creation.outcome == "duplicate":
+            log.info("[saga %s] %s already started with idempotency key %r: not started again",
+                     creation.saga_id, definition.name, key)
+            return SagaHandle(self, creation.saga_id, creation.detail)
+        if creation.outcome == "conflict":
+            raise IdempotencyConflictError(
+                f"idempotency key {key!r} already started saga {creation.saga_id} "
+                f"({creation.detail}) with other inputs; nothing was started. Use a new key "
+                "for a new request, the same key only to repeat the same one.")
+        if not creation.created:
             raise StateError(f"saga id {saga_id} is taken; this should not happen with UUIDv7")
         log.info("[saga %s] %s started (correlation %s)", saga_id, definition.name, cid)
         return SagaHandle(self, saga_id, cid)
@@ -233,6 +257,23 @@ class Sagaline:
             except StateError:
                 continue
         return runs
+
+
+#: The longest idempotency key accepted.
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def checked_idempotency_key(saga: str, key: str | None) -> str | None:
+    """The key as given, or ``None``; raises :class:`InvalidInputError` naming the problem."""
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key or len(key) > MAX_IDEMPOTENCY_KEY \
+            or not key.isprintable():
+        raise InvalidInputError(saga, [{
+            "field": "idempotency_key",
+            "problem": f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters, not "
+                       f"{str(key)[:40]!r}"}])
+    return key
 
 
 def _name_check(name: str, payload: dict[str, Any] | None = None) -> list[str]:

@@ -73,6 +73,13 @@ class SagaNotFoundError(StateError):
     """Raised when no saga with the given id is recorded (never was, or expired)."""
 
 
+class IdempotencyConflictError(SagaError):
+    """Raised when an idempotency key already started another saga, or other inputs.
+
+    Nothing was started: use a new key for a new request.
+    """
+
+
 class EnqueueError(StateError):
     """Raised when a saga was recorded but its first message could not be enqueued.
 

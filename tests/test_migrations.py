@@ -23,7 +23,8 @@ HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head
 """The newest revision."""
 
 THUNDERLINE_TABLES = {"nas_datasets", "nas_runs", "nas_trials", "nas_artifacts",
-                      "nas_model_versions","gate_users", "gate_magic_link_tokens", "block_vaults", "block_storage",
+                      "nas_model_versions", "gate_users", "gate_magic_link_tokens",
+                      "block_vaults", "block_storage",
                       "block_upm_snapshots", "block_snapshot_activations",
                       "link_communities", "link_memberships", "crown_drift_limits",
                       "crown_freeze_windows", "crown_approval_rules", "crown_approvals",

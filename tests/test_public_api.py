@@ -18,6 +18,7 @@ EXPECTED = {
     # events
     "Event", "EventBus", "EventType", "Subscription", "Taxonomy", "event_name", "subscriber",
     "EventError", "InvalidEventError", "PublishError", "SagasDisabledError", "TaxonomyError",
+    "IdempotencyConflictError",
     "Fallback", "Parallel", "SubSaga", "SagaBuilder", "add_steps",
     "Domains",
     "telemetry",

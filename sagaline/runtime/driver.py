@@ -30,7 +30,7 @@ from sagaline.runtime.message import Envelope, Transport, forward_task_ids, head
 from sagaline.saga import Saga
 from sagaline.status import Role, SagaStatus
 from sagaline.store.redis import GroupSpec, RedisStore
-from sagaline.store.replies import Rollback
+from sagaline.store.replies import Creation, Rollback
 from sagaline.task import SagaTask
 
 log = logging.getLogger("sagaline.driver")
@@ -134,8 +134,12 @@ class Driver:
     # -- forward --------------------------------------------------------------------------
 
     def launch(self, definition: Saga, saga_id: str, values: dict[str, Any], cid: str,
-               causation_id: str | None, parent: tuple[str, str] | None) -> bool:
-        """Record a run and send its first messages; ``False`` if the id is taken.
+               causation_id: str | None, parent: tuple[str, str] | None,
+               idempotency_key: str | None = None) -> Creation:
+        """Record a run and send its first messages, unless its id or key is taken.
+
+        Returns what the store answered: a run created (and sent), or the run an
+        ``idempotency_key`` started before (nothing is sent then).
 
         Raises:
             EnqueueError: The transport refused the first message; the run is recorded
@@ -148,12 +152,13 @@ class Driver:
         if getattr(definition, "assembled", False):
             recorded = codec.dumps(saga_to_json(definition))
         trace = telemetry.TraceContext.new()
-        if not self.store.create(
+        creation = self.store.create(
             saga_id, name=definition.name, correlation_id=cid, causation_id=causation_id,
             inputs=values, plan=[s.name for s in definition.steps], deadline_at=deadline_at,
-            parent=parent, definition=recorded, trace=trace,
-        ):
-            return False
+            parent=parent, definition=recorded, trace=trace, idempotency_key=idempotency_key,
+        )
+        if not creation.created:
+            return creation
         try:
             self.forward(definition, saga_id, 0, headers_for(saga_id, cid, trace.traceparent))
         except Exception as error:
@@ -170,7 +175,7 @@ class Driver:
             "traceparent": trace.traceparent, "trace_parent_id": trace.parent_id,
             "total": len(definition.steps),
         })
-        return True
+        return creation
 
     def forward(self, saga: Saga, saga_id: str, start_at: int,
                 headers: Mapping[str, str] | None = None) -> None:

@@ -41,7 +41,7 @@ class NestedSagas:
         ``saga.started`` names it as its cause.
         """
         if self.driver.launch(saga, child_id, inputs, correlation_id,
-                              causation_id or parent[0], parent):
+                              causation_id or parent[0], parent).created:
             log.info("[saga %s] %s started as the child of %s step %s", child_id, saga.name,
                      *parent)
 

@@ -44,7 +44,14 @@ from redis.retry import Retry
 from sagaline import codec, telemetry
 from sagaline.status import Role
 from sagaline.store.records import SagaRecords
-from sagaline.store.replies import Claim, OutboxClaim, Rollback, claim_from_reply
+from sagaline.store.replies import (
+    Claim,
+    Creation,
+    OutboxClaim,
+    Rollback,
+    claim_from_reply,
+    creation_from_reply,
+)
 
 _SCRIPTS = ("create", "begin", "renew", "complete", "fail", "fail_saga", "abort", "abandon",
             "recover", "awaited", "reopen", "group", "finish", "next_undo", "child",
@@ -127,20 +134,25 @@ class RedisStore(SagaRecords):
     def create(self, saga_id: str, *, name: str, correlation_id: str, causation_id: str | None,
                inputs: dict[str, Any], plan: Sequence[str], deadline_at: float | None = None,
                parent: tuple[str, str] | None = None, definition: str | None = None,
-               trace: telemetry.TraceContext | None = None) -> bool:
-        """Record a new run as running; ``False`` if the id is taken.
+               trace: telemetry.TraceContext | None = None,
+               idempotency_key: str | None = None) -> Creation:
+        """Record a new run as running, unless its id or its idempotency key is taken.
 
         ``parent`` is ``(parent saga id, step)`` for a child saga; ``definition`` the JSON
         of a saga assembled at runtime; ``trace`` the saga's place in a distributed trace,
-        recorded so that every process that works for the saga joins it.
+        recorded so that every process that works for the saga joins it. An
+        ``idempotency_key`` is checked and taken in the same script as the run is recorded,
+        so two starts with one key, at the same instant too, record one run; the key is
+        kept while the run is and expires with it.
         """
         parent_id, parent_step = parent or ("", "")
-        return bool(self._call(
+        return creation_from_reply(self._call(
             "create", saga_id, name, correlation_id, causation_id or "", codec.dumps(inputs),
             codec.dumps(list(plan)), "" if deadline_at is None else f"{deadline_at:.6f}",
             parent_id, parent_step, definition or "",
             trace.traceparent if trace else "", trace.parent_id if trace else "",
-        ))
+            idempotency_key or "",
+        ), saga_id)
 
     def wait_for_child(self, saga_id: str, role: Role, step: str, *, attempt: int,
                        child_id: str) -> bool:

@@ -11,6 +11,33 @@ from sagaline.ids import derived_id
 
 
 @dataclass(frozen=True)
+class Creation:
+    """What ``create.lua`` answered: whether the run was recorded, and if not, why."""
+
+    outcome: str
+    """``created``; ``taken`` (the id is in use); ``duplicate`` (the idempotency key
+    started a saga of this name with these inputs already); ``conflict`` (it started
+    another saga, or this one with other inputs)."""
+    saga_id: str
+    """The run this start stands for: the new one, or the one its key started."""
+    detail: str = ""
+    """The existing run's correlation id (``duplicate``), or its saga's name
+    (``conflict``)."""
+
+    @property
+    def created(self) -> bool:
+        """Whether a new run was recorded."""
+        return self.outcome == "created"
+
+
+def creation_from_reply(reply: Any, saga_id: str) -> Creation:
+    """Read ``create.lua``'s reply."""
+    if isinstance(reply, list):
+        return Creation(str(reply[0]), str(reply[1]), str(reply[2] or ""))
+    return Creation("created" if reply else "taken", saga_id)
+
+
+@dataclass(frozen=True)
 class Claim:
     """What ``begin.lua`` answered."""
 

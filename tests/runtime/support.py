@@ -238,7 +238,7 @@ class InProcess:
                     self.tasks[task.name] = task
         saga_id = new_id()
         assert self.driver.launch(saga, saga_id, saga.validate_inputs(inputs or {}), new_id(),
-                                  new_id(), None)
+                                  new_id(), None).created
         return saga_id
 
     # -- delivering ----------------------------------------------------------------------

@@ -72,6 +72,8 @@ local function conclude(old, final, at, extra)
     redis.call('EXPIRE', LOG, RETENTION_S)
     local cid = redis.call('HGET', SAGA, 'correlation_id')
     if cid then redis.call('EXPIRE', P .. 'index:correlation:' .. cid, RETENTION_S) end
+    local key = redis.call('HGET', SAGA, 'idempotency_key')
+    if key and key ~= '' then redis.call('EXPIRE', P .. 'idempotency:' .. key, RETENTION_S) end
   end
   redis.call('PUBLISH', P .. 'saga:' .. ID .. ':done', final)
 end

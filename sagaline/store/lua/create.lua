@@ -2,7 +2,24 @@
 -- deadline_at ('' for none), parent_id and parent_step ('' unless it is a child saga),
 -- definition_json (a saga assembled at runtime; '' for a declared one), traceparent and
 -- trace_parent_id (the saga span's W3C trace context and the span it was started in; ''
--- for none). Returns 1, or 0 when a saga with this id exists already.
+-- for none), idempotency_key ('' for none). Returns 1, or 0 when a saga with this id exists
+-- already; with an idempotency key already used (and its saga still kept), nothing is
+-- created: {'duplicate', id, correlation_id} when that saga has this name and these inputs,
+-- else {'conflict', id, name}.
+local key = ARGV[16] or ''
+local idem = P .. 'idempotency:' .. key
+if key ~= '' then
+  local existing = redis.call('GET', idem)
+  if existing then
+    local other = P .. 'saga:' .. existing
+    local name, inputs, cid = unpack(redis.call('HMGET', other, 'name', 'inputs',
+                                                'correlation_id'))
+    if name then
+      if name == ARGV[5] and inputs == ARGV[8] then return {'duplicate', existing, cid} end
+      return {'conflict', existing, name}
+    end
+  end
+end
 if redis.call('EXISTS', SAGA) == 1 then return 0 end
 local now = now_s()
 local cid = ARGV[6]
@@ -16,6 +33,10 @@ redis.call('ZADD', P .. 'index:status:running', now, ID)
 redis.call('SADD', P .. 'index:correlation:' .. cid, ID)
 redis.call('PERSIST', P .. 'index:correlation:' .. cid)
 if ARGV[13] and ARGV[13] ~= '' then redis.call('HSET', SAGA, 'definition', ARGV[13]) end
+if key ~= '' then
+  redis.call('SET', idem, ID)
+  redis.call('HSET', SAGA, 'idempotency_key', key)
+end
 if ARGV[11] and ARGV[11] ~= '' then
   redis.call('HSET', SAGA, 'parent_id', ARGV[11], 'parent_step', ARGV[12])
 end
