@@ -314,7 +314,8 @@ def test_a_step_context_hands_the_flow_ids_to_outside_calls(engine: Sagaline) ->
 def test_an_event_published_while_a_lost_dispatch_holds_the_flag_still_reaches_its_subscriber(
         engine: Sagaline) -> None:
     """A dispatch requested before was lost (its worker died with the message): the flag
-    says one is waiting, yet the event is handled within seconds, without beat."""
+    says one is waiting, yet the event is handled within seconds, without beat.
+    """
     assert engine.bus is not None
     bus = engine.bus
     cid = str(uuid.uuid4())
