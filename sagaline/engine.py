@@ -34,6 +34,7 @@ from sagaline.runtime import Driver, NestedSagas, Runtime, Supervisor
 from sagaline.saga import Saga
 from sagaline.status import SagaStatus
 from sagaline.store.redis import RedisStore
+from sagaline.store.replies import Creation
 from sagaline.task import SagaTask
 from sagaline.transport import CeleryTransport
 
@@ -213,9 +214,14 @@ class Sagaline:
         saga_id = ids.new_id()
         key = checked_idempotency_key(definition.name, idempotency_key)
         creation = self.driver.launch(definition, saga_id, values, cid, trigger, None, key)
+        return self._handle(definition.name, creation, key, cid)
+
+    def _handle(self, name: str, creation: Creation, key: str | None, cid: str
+                ) -> SagaHandle:
+        """The handle of the run a start stands for; raises when it stands for none."""
         if creation.outcome == "duplicate":
             log.info("[saga %s] %s already started with idempotency key %r: not started again",
-                     creation.saga_id, definition.name, key)
+                     creation.saga_id, name, key)
             return SagaHandle(self, creation.saga_id, creation.detail)
         if creation.outcome == "conflict":
             raise IdempotencyConflictError(
@@ -223,9 +229,10 @@ class Sagaline:
                 f"({creation.detail}) with other inputs; nothing was started. Use a new key "
                 "for a new request, the same key only to repeat the same one.")
         if not creation.created:
-            raise StateError(f"saga id {saga_id} is taken; this should not happen with UUIDv7")
-        log.info("[saga %s] %s started (correlation %s)", saga_id, definition.name, cid)
-        return SagaHandle(self, saga_id, cid)
+            raise StateError(f"saga id {creation.saga_id} is taken; this should not happen "
+                             "with UUIDv7")
+        log.info("[saga %s] %s started (correlation %s)", creation.saga_id, name, cid)
+        return SagaHandle(self, creation.saga_id, cid)
 
     def cancel(self, saga_id: str, reason: str = "cancelled by request") -> SagaStatus:
         """Cancel a running saga; see :meth:`Supervisor.cancel`."""

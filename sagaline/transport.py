@@ -9,6 +9,13 @@ runs and this module only builds and sends the messages, and hands each delivery
   and turns the runtime's signals into ``Task.retry`` (which keeps the chain and its
   errback) and ``Ignore``, and Celery's soft time limit into a
   :class:`~sagaline.errors.StepTimeoutError`.
+- Celery's worker sends no final event for a task that raises ``Ignore`` (Flower would
+  show it STARTED for ever), and raising anything else would fire the chain's errback. So
+  before ``Ignore`` the task sends the event its skip's
+  :class:`~sagaline.runtime.message.Ending` names, with the fields the worker's own carry:
+  ``task-succeeded``, ``task-failed`` (the error that made the action give up), or
+  ``task-revoked`` (nothing ran; a monitor keeps what another delivery of the operation
+  showed, since every message of one operation has the same task id).
 - The steps between groups form one chain of immutable signatures with a chain-level
   ``link_error``. Celery attaches that errback to every task of the chain, but only the
   task that finally fails runs it, so it fires once per failure (celery-mechanics.md,
@@ -28,6 +35,8 @@ runs and this module only builds and sends the messages, and hands each delivery
 from __future__ import annotations
 
 import logging
+import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -35,6 +44,7 @@ import redis
 from celery import Celery, Task, chain
 from celery.canvas import Signature
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
+from kombu.utils.encoding import safe_repr
 from pydantic import ConfigDict, validate_call
 
 from sagaline import codec, telemetry
@@ -44,6 +54,7 @@ from sagaline.runtime.attempt import Runtime
 from sagaline.runtime.message import (
     CORRELATION_HEADER,
     TRACE_HEADER,
+    Ending,
     Envelope,
     RetryIn,
     Skip,
@@ -93,6 +104,7 @@ class SagaCeleryTask(Task):  # type: ignore[misc]
                       sorted(kwargs) or "none")
             raise Reject(f"{self.name} runs only as a step of a saga: start the saga, do not "
                          "send the task", requeue=False)
+        started = time.monotonic()
         try:
             with _scope_of(envelope, self.request):
                 self.runtime.deliver(envelope, self._call, self._show_progress)
@@ -101,6 +113,7 @@ class SagaCeleryTask(Task):  # type: ignore[misc]
             raise self.retry(countdown=again.delay_s, exc=again.cause, max_retries=None) from None
         except Skip as skip:
             log.info("[saga %s] %s", envelope.saga_id, skip)
+            self._show_ending(skip, time.monotonic() - started)
             raise Ignore(str(skip)) from None
         except redis.RedisError as error:
             # The saga's record cannot be read or written: never go on unrecorded. The
@@ -119,6 +132,29 @@ class SagaCeleryTask(Task):  # type: ignore[misc]
         if self.request.called_directly or not self.request.id:
             return
         self.send_event("task-progress", result=codec.dumps(report))
+
+    def _show_ending(self, skip: Skip, runtime_s: float) -> None:
+        """End a dropped message's task in Flower as the skip's ending says.
+
+        The worker sends no event for an ignored task; this sends the one it would have
+        sent (celery/worker/request.py), with the same fields. An event that cannot be sent
+        is logged: monitoring never changes what happens to the saga.
+        """
+        if self.request.called_directly or not self.request.id:
+            return
+        try:
+            if skip.ending is Ending.SUCCEEDED:
+                self.send_event("task-succeeded", result=str(skip), runtime=runtime_s)
+            elif skip.ending is Ending.FAILED:
+                error = skip.error or skip
+                self.send_event("task-failed",
+                                exception=safe_repr(error),  # type: ignore[no-untyped-call]
+                                traceback="".join(traceback.format_exception(error)))
+            else:
+                self.send_event("task-revoked", terminated=False, signum=None, expired=False)
+        except Exception as error:  # the broker is away: the saga goes on all the same
+            log.warning("task %s (%s) not shown as %s in Flower: %s", self.request.id,
+                        self.name, skip.ending.value, error)
 
     def _call(self, ctx: StepContext, **arguments: Any) -> Any:
         """Call the function, its soft time limit turned into the engine's timeout."""

@@ -255,7 +255,7 @@ def test_demo_on_a_fresh_data_dir_runs_every_scenario_and_stops_what_it_started(
 
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    assert "9 of 9 scenarios ended as expected" in out
+    assert "10 of 10 scenarios ended as expected" in out
     live = ["✗ process_payment failed: CUST-123: 150.00 asked",
             "⤷ process_payment gave up: trying its fallback",
             "✓ process_payment (fallback) completed",

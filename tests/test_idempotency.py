@@ -1,5 +1,6 @@
 """Starting a saga exactly once: an idempotency key starts one run, however often and from
-however many processes it is sent, and is kept as long as its run."""
+however many processes it is sent, and is kept as long as its run.
+"""
 
 from __future__ import annotations
 

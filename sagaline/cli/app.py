@@ -332,6 +332,24 @@ def worker_argv(module: str, concurrency: int | None, loglevel: str, queues: str
     return argv
 
 
+def flower_argv(module: str, port: int, address: str) -> list[str]:
+    """The command line of Flower for the app in ``module``.
+
+    The credentials are not on it (any user of the machine can read a command line): the
+    caller passes them in Flower's environment, as ``FLOWER_BASIC_AUTH``.
+
+    Args:
+        module: The app module, passed to ``celery -A``.
+        port: The port Flower listens on.
+        address: The address Flower listens on.
+
+    Returns:
+        The argv, starting with this Python.
+    """
+    return [sys.executable, "-m", "celery", "-A", module, "flower", f"--port={port}",
+            f"--address={address}"]
+
+
 @cli.callback()
 def root(
     ctx: typer.Context,

@@ -1,6 +1,6 @@
 """The run commands of ``sagaline``, registered on :data:`sagaline.cli.app.cli`.
 
-worker, run, status, list and demo.
+worker, flower, run, status, list and demo.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,6 +19,7 @@ from sagaline.cli.app import (
     app_module,
     cli,
     fail,
+    flower_argv,
     out,
     parse_inputs,
     print_json,
@@ -29,6 +30,13 @@ from sagaline.cli.app import (
 )
 from sagaline.engine import SagaHandle
 from sagaline.status import SagaStatus
+
+FLOWER_AUTH_VARIABLE = "SAGALINE_FLOWER_BASIC_AUTH"
+"""Where ``sagaline flower`` finds its credentials when the app's settings have none."""
+FLOWER_PORT = 5555
+"""The port Flower listens on when neither ``--port`` nor the app's settings name one."""
+FLOWER_ADDRESS = "127.0.0.1"
+"""The address Flower listens on when neither ``--address`` nor the settings name one."""
 
 
 @cli.command()
@@ -50,6 +58,50 @@ def worker(
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)
+
+
+@cli.command()
+def flower(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(
+        "--port", min=1, max=65535,
+        help="The port to listen on (default: the settings' flower_port, else 5555).",
+    )] = None,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="The address to listen on (default: the settings' flower_address, "
+        "else 127.0.0.1; 0.0.0.0 serves other machines).",
+    )] = None,
+) -> None:
+    """Run Flower for the app, behind basic auth: celery -A MODULE flower.
+
+    The credentials, user:password (comma-separated for several), come from the app's
+    settings (flower_basic_auth) or SAGALINE_FLOWER_BASIC_AUTH; without them Flower is not
+    started. They reach Flower in its environment, never on its command line.
+    """
+    loaded = project(ctx)
+    settings = getattr(loaded.module, "settings", None)
+    credentials = _flower_credentials(settings)
+    argv = flower_argv(loaded.name, port or getattr(settings, "flower_port", None) or FLOWER_PORT,
+                       address or getattr(settings, "flower_address", None) or FLOWER_ADDRESS)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, {**os.environ, "FLOWER_BASIC_AUTH": credentials})
+
+
+def _flower_credentials(settings: Any) -> str:
+    """Flower's ``user:password`` list, from the settings or the environment; exits 2 if none."""
+    secret: Any = getattr(settings, "flower_basic_auth", None)
+    raw = secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
+    raw = str(raw or os.environ.get(FLOWER_AUTH_VARIABLE, ""))
+    entries = [entry.strip() for entry in raw.split(",") if entry.strip()]
+    if not entries:
+        fail(2, "Flower would let anyone who reaches it see and revoke tasks, so it does not "
+                f"start without a login: set {FLOWER_AUTH_VARIABLE}=user:password "
+                "(comma-separated for several) and run sagaline flower again")
+    if not all(user and password for user, _, password in (e.partition(":") for e in entries)):
+        fail(2, f"{FLOWER_AUTH_VARIABLE} must be user:password (comma-separated for several), "
+                "each with a user and a password; fix it and run sagaline flower again")
+    return ",".join(entries)
 
 
 @cli.command()

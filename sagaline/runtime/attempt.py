@@ -3,7 +3,8 @@
 Steps 2 to 4 of the algorithm in :mod:`sagaline.runtime`. The transport hands each
 delivery to :meth:`Runtime.deliver` and each final failure to :meth:`Runtime.step_failed`
 or :meth:`Runtime.compensation_failed`; it turns the two signals, :class:`RetryIn` and
-:class:`Skip`, into its own retry and drop. After each of the three, :meth:`Runtime.after`
+:class:`Skip`, into its own retry and drop (ended as the skip's
+:class:`~sagaline.runtime.message.Ending` says). After each of the three, :meth:`Runtime.after`
 does the chores of a delivery: it settles child sagas that ended and publishes events.
 """
 
@@ -28,7 +29,7 @@ from sagaline.events.outbox import Outbox
 from sagaline.refs import resolve_all
 from sagaline.runtime.driver import Driver, group_spec
 from sagaline.runtime.heartbeat import Heartbeat
-from sagaline.runtime.message import Envelope, RetryIn, Skip
+from sagaline.runtime.message import Ending, Envelope, RetryIn, Skip
 from sagaline.runtime.nested import NestedSagas
 from sagaline.runtime.operation import Plan, operation_span, plan_for
 from sagaline.runtime.progress import ProgressSink, Report
@@ -111,7 +112,7 @@ class Runtime:
 
         Raises:
             RetryIn: The message must come back later.
-            Skip: The message must be dropped.
+            Skip: The message must be dropped; its ``ending`` says how its task ends.
         """
         delivery = Delivery(envelope.saga_id, report=report)
         try:
@@ -155,7 +156,7 @@ class Runtime:
             if (in_chain and claim.cursor > plan.index) or envelope.role is Role.FALLBACK \
                     or group:
                 raise Skip(f"{plan.step.name} completed and the saga went on: a duplicate "
-                           "message")
+                           "message", ending=Ending.SUCCEEDED)
             return claim.result
         if claim.kind == "busy":
             raise RetryIn(min(claim.wait_s + 0.1, BUSY_RECHECK_MAX_S))
@@ -170,7 +171,7 @@ class Runtime:
             raise lost
         if claim.kind != "run":
             raise Skip(f"{envelope.role.value} {plan.step.name} not run: {claim.kind} "
-                       f"{claim.saga_status}")
+                       f"{claim.saga_status}", ending=Ending.DROPPED)
         delivery.children = bool(claim.parent_id) or isinstance(plan.step, SubSaga)
         ctx, value = self._run(envelope, plan, claim, call, delivery.report)
         try:
@@ -225,18 +226,19 @@ class Runtime:
         if envelope.role is Role.COMPENSATION:
             if not self.store.wait_for_child(envelope.saga_id, envelope.role, step.name,
                                              attempt=claim.attempt, child_id=child_id):
-                raise Skip(f"compensation of {step.name} lost its claim")
+                raise Skip(f"compensation of {step.name} lost its claim", ending=Ending.DROPPED)
             self.nested.undo(step.child, child_id)
             raise Skip(f"{step.name}: the rollback of child saga {child_id} runs; its end "
-                       "goes on with this one's")
+                       "goes on with this one's", ending=Ending.SUCCEEDED)
         values = step.child.validate_inputs(inputs)
         if not self.store.wait_for_child(envelope.saga_id, envelope.role, step.name,
                                          attempt=claim.attempt, child_id=child_id):
-            raise Skip(f"{step.name} lost its claim")
+            raise Skip(f"{step.name} lost its claim", ending=Ending.DROPPED)
         self.nested.start(step.child, values, child_id, parent=(envelope.saga_id, step.name),
                             correlation_id=claim.correlation_id,
                             causation_id=claim.started_event)
-        raise Skip(f"{step.name} waits for child saga {child_id}; its end goes on with this one")
+        raise Skip(f"{step.name} waits for child saga {child_id}; its end goes on with this one",
+                   ending=Ending.SUCCEEDED)
 
     # -- recording it, and going on ---------------------------------------------------------
 
@@ -329,16 +331,19 @@ class Runtime:
             # the chain does not know (just added): drive on, and stop the chain.
             self.driver.forward(saga, saga_id, position + 1)
             if added and role is Role.ACTION:
-                raise Skip(f"{step.name} added {', '.join(s.name for s in added)}; they run next")
+                raise Skip(f"{step.name} added {', '.join(s.name for s in added)}; they run next",
+                           ending=Ending.SUCCEEDED)
         return result
 
     def _check_outcome(self, envelope: Envelope, outcome: str, attempt: int) -> None:
         if outcome == "stale":
-            raise Skip(f"{envelope.role.value} {envelope.step} attempt {attempt} lost its lease")
+            raise Skip(f"{envelope.role.value} {envelope.step} attempt {attempt} lost its lease",
+                       ending=Ending.DROPPED)
         if outcome == "late":
             # The saga was stopped while this ran: undo it, and do not go on with the chain.
             self.driver.continue_rollback(envelope.saga_id)
-            raise Skip(f"{envelope.step} completed after its saga was stopped; compensating it")
+            raise Skip(f"{envelope.step} completed after its saga was stopped; compensating it",
+                       ending=Ending.SUCCEEDED)
 
     def _failed(self, plan: Plan, envelope: Envelope, attempt: int, error: Exception) -> None:
         """Record a failed attempt; raise :class:`RetryIn` or :class:`Skip` to go on.
@@ -359,12 +364,15 @@ class Runtime:
             log.warning("[saga %s] %s gave up (%s); trying its fallback", envelope.saga_id,
                         step.name, record["message"])
             self.driver.send(plan.saga, envelope.saga_id, [step.name], Role.FALLBACK)
-            raise Skip(f"{step.name} gave up; its fallback runs next") from error
+            raise Skip(f"{step.name} gave up; its fallback runs next", ending=Ending.FAILED,
+                       error=error) from error
         if outcome == "stale":
-            raise Skip(f"{role.value} {step.name} attempt {attempt} lost its lease") from error
+            raise Skip(f"{role.value} {step.name} attempt {attempt} lost its lease",
+                       ending=Ending.DROPPED) from error
         if outcome == "late":
             self.driver.continue_rollback(envelope.saga_id)
-            raise Skip(f"{step.name} failed after its saga was stopped: not retried") from error
+            raise Skip(f"{step.name} failed after its saga was stopped: not retried",
+                       ending=Ending.FAILED, error=error) from error
         if delay is not None:
             log.warning("[saga %s] %s %s attempt %d failed (%s); retrying in %.2f s",
                         envelope.saga_id, role.value, step.name, attempt, record["message"],

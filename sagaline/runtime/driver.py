@@ -29,8 +29,8 @@ from sagaline.registry import SagaRegistry
 from sagaline.runtime.message import Envelope, Transport, forward_task_ids, headers_for
 from sagaline.saga import Saga
 from sagaline.status import Role, SagaStatus
-from sagaline.store.redis import GroupSpec, RedisStore
-from sagaline.store.replies import Creation, Rollback
+from sagaline.store.redis import RedisStore
+from sagaline.store.replies import Creation, GroupSpec, Rollback
 from sagaline.task import SagaTask
 
 log = logging.getLogger("sagaline.driver")

@@ -3,13 +3,15 @@
 The runtime decides what runs next; a :class:`Transport` only carries it. A step message
 carries an :class:`Envelope` of ids (arguments are read from Redis) and the saga's
 headers; the runtime answers a delivery with a result, or with one of two signals,
-:class:`RetryIn` and :class:`Skip`, that the transport turns into its own retry and drop.
+:class:`RetryIn` and :class:`Skip`, that the transport turns into its own retry and drop. A
+dropped message's task still ends, as its :class:`Ending` says (Flower shows it so).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Protocol
 
 from sagaline.saga import Saga
@@ -34,8 +36,38 @@ class RetryIn(Exception):  # noqa: N818 - a control signal, not an error
         super().__init__(f"retry in {delay_s:.3f} s")
 
 
+class Ending(str, Enum):
+    """How the task of a message the runtime dropped (:class:`Skip`) ends.
+
+    The transport ends the task so (Celery: the event Flower shows): a dropped message
+    must still say what became of it, never look as if it ran for ever.
+    """
+
+    #: The operation completed, in this delivery or before it (a duplicate dropped), or
+    #: this message did its part (it started a child saga, whose end the step follows).
+    SUCCEEDED = "succeeded"
+    #: The operation gave up: its fallback takes over, or it failed after its saga stopped.
+    FAILED = "failed"
+    #: It ran nothing that counts: the saga no longer runs this operation (it stopped,
+    #: ended or expired), or another attempt took the claim over. Weakest of the three: a
+    #: monitor keeps the outcome another delivery of the operation showed.
+    DROPPED = "dropped"
+
+
 class Skip(Exception):  # noqa: N818 - a control signal, not an error
-    """Signal: drop this message without running anything or continuing the chain."""
+    """Signal: drop this message without continuing the chain; its task ends as ``ending``.
+
+    Args:
+        reason: What happened, for the log and the monitor.
+        ending: How the message's task ends (by default: dropped, the weakest).
+        error: What made the operation give up (with :attr:`Ending.FAILED`).
+    """
+
+    def __init__(self, reason: str, *, ending: Ending = Ending.DROPPED,
+                 error: BaseException | None = None) -> None:
+        self.ending = ending
+        self.error = error
+        super().__init__(reason)
 
 
 @dataclass(frozen=True)

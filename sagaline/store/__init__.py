@@ -7,8 +7,8 @@ Redis URL is shared with Celery.
 """
 
 from sagaline.store.embedded import EmbeddedRedis, EmbeddedRedisError
-from sagaline.store.redis import GroupSpec, RedisStore
-from sagaline.store.replies import Claim, OutboxClaim, Rollback
+from sagaline.store.redis import RedisStore
+from sagaline.store.replies import Claim, GroupSpec, OutboxClaim, Rollback
 
 __all__ = ["Claim", "EmbeddedRedis", "EmbeddedRedisError", "GroupSpec", "OutboxClaim",
            "RedisStore", "Rollback"]

@@ -33,7 +33,6 @@ the move, at no extra round trip.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
 
@@ -47,6 +46,7 @@ from sagaline.store.records import SagaRecords
 from sagaline.store.replies import (
     Claim,
     Creation,
+    GroupSpec,
     OutboxClaim,
     Rollback,
     claim_from_reply,
@@ -60,18 +60,6 @@ _SCRIPTS = ("create", "begin", "renew", "complete", "fail", "fail_saga", "abort"
 _WRAP = "local function body()\n{}\nend\nreturn moved(body())\n"
 _MOVE_INFO = ("saga", "correlation_id", "traceparent", "trace_parent_id", "created_at", "at",
               "failed_step", "error", "intent", "cancel_requested", "plan")
-
-
-@dataclass(frozen=True)
-class GroupSpec:
-    """A parallel group as the store counts it: its name, branches and bound."""
-
-    name: str
-    """The group's name."""
-    branches: Sequence[str]
-    """Its branches' step names, in declared order."""
-    limit: int | None
-    """How many branches may run at once (``None``: all)."""
 
 
 class RedisStore(SagaRecords):
@@ -260,7 +248,7 @@ class RedisStore(SagaRecords):
         :meth:`complete`.
         """
         reply = self._call("complete", saga_id, role.value, step, attempt, codec.dumps(result),
-                           "", "", _group_json(group), "",
+                           "", "", group.json(), "",
                            codec.dumps(list(events)) if events else "")
         return str(reply[0]), [str(x) for x in reply[1:]]
 
@@ -269,7 +257,7 @@ class RedisStore(SagaRecords):
 
         With ``force``, the branches in flight are returned too (to send them again).
         """
-        reply = self._call("group", saga_id, _group_json(group), "1" if force else "0")
+        reply = self._call("group", saga_id, group.json(), "1" if force else "0")
         return [str(x) for x in reply[1:]] if reply[0] == "ok" else []
 
     def finish(self, saga_id: str, result: Any) -> bool:
@@ -397,11 +385,6 @@ class RedisStore(SagaRecords):
     def _housekeep(self, what: str, *args: Any) -> Any:
         """Run one request of ``indexes.lua``: the store's writes outside any one saga."""
         return self._indexes(args=[self.prefix, what, *args])
-
-
-def _group_json(group: GroupSpec) -> str:
-    return codec.dumps({"name": group.name, "branches": list(group.branches),
-                        "limit": group.limit})
 
 
 def _lua(name: str) -> str:

@@ -11,6 +11,23 @@ from sagaline.ids import derived_id
 
 
 @dataclass(frozen=True)
+class GroupSpec:
+    """A parallel group as the store counts it: its name, branches and bound."""
+
+    name: str
+    """The group's name."""
+    branches: Sequence[str]
+    """Its branches' step names, in declared order."""
+    limit: int | None
+    """How many branches may run at once (``None``: all)."""
+
+    def json(self) -> str:
+        """The group as ``group.lua`` reads it."""
+        return codec.dumps({"name": self.name, "branches": list(self.branches),
+                            "limit": self.limit})
+
+
+@dataclass(frozen=True)
 class Creation:
     """What ``create.lua`` answered: whether the run was recorded, and if not, why."""
 

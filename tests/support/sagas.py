@@ -26,9 +26,11 @@ from .steps import (
     echo,
     fail,
     fail_undo,
+    flaky,
     held_undo,
     outgoing_headers,
     plan_steps,
+    progressing,
     sleep,
     slow_undo,
     succeed,
@@ -312,8 +314,25 @@ across = Saga(
     ],
 )
 
+#: A step that fails twice (retryably), then succeeds on its third attempt; it waits 1 s,
+#: then 2 s, before its retries (long enough for a test to see it waiting).
+retried = Saga(
+    "t_retried",
+    inputs=Tagged,
+    steps=[Step("flaky", flaky, args={**TAG, "failures": Const(2)},
+                retry=RetryPolicy(attempts=3, initial=timedelta(seconds=1)))],
+)
+
+#: A step that reports its progress unit by unit, each unit held until the test's gate
+#: opens (``steps.gate_key``), at most 30 s.
+with_progress = Saga(
+    "t_with_progress",
+    inputs=Tagged,
+    steps=[Step("train", progressing, args={**TAG, "units": Const(3), "seconds": Const(30)})],
+)
+
 TEST_SAGAS = [with_headers, quick, across, long_step, undo_fails, too_slow, slow_start,
               cancellable, not_cooperative, slow_rollback, with_deadline, fan_out,
               fan_out_slow_undo, bounded, ends_in_group, with_fallback, with_pivot, child,
               parent, dynamic, slow_branches, slow_child, parent_of_slow, held_rollback,
-              poison, poison_worker]
+              poison, poison_worker, retried, with_progress]

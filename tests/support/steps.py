@@ -188,3 +188,30 @@ def die(ctx: StepContext, tag: str, whole_worker: bool) -> dict[str, Any]:
         os.killpg(os.getpgid(0), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
     raise AssertionError("unreachable: the process was killed")
+
+
+@saga_task("testing.flaky")
+def flaky(ctx: StepContext, tag: str, failures: int) -> dict[str, Any]:
+    """Note the attempt; fail (retryably) on the first ``failures`` attempts, then succeed."""
+    note(tag, f"{ctx.step}:{ctx.role.value}:{ctx.attempt}")
+    if ctx.attempt <= failures:
+        raise Flaky(f"{ctx.step} attempt {ctx.attempt} failed on purpose")
+    return {"step": ctx.step, "attempt": ctx.attempt}
+
+
+@saga_task("testing.progressing")
+def progressing(ctx: StepContext, tag: str, units: int, seconds: float) -> dict[str, Any]:
+    """Work ``units`` units, reporting ``ctx.progress(i, units, unit=i)`` after each.
+
+    Each unit lasts ``seconds``, or less once the test opens the gate of ``tag``
+    (``gate_key``): a test reads the progress while the step runs, then lets it finish.
+    """
+    note(tag, f"{ctx.step}:start")
+    client = _redis()
+    for unit in range(1, units + 1):
+        ctx.progress(unit, units, unit=unit)
+        end = time.monotonic() + seconds
+        while not client.exists(gate_key(tag)) and time.monotonic() < end:
+            time.sleep(0.02)
+    note(tag, f"{ctx.step}:end")
+    return {"units": units}
