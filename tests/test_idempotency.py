@@ -4,6 +4,7 @@ however many processes it is sent, and is kept as long as its run.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -75,3 +76,16 @@ def test_a_key_reused_with_other_inputs_is_refused_and_starts_nothing(engine: Sa
 def test_a_key_that_is_not_one_is_refused_naming_the_field(engine: Sagaline, key: str) -> None:
     with pytest.raises(InvalidInputError, match="idempotency_key"):
         engine.start("t_quick", tag(), idempotency_key=key)
+
+
+def test_sagaline_run_takes_an_idempotency_key() -> None:
+    """The CLI: a repeat prints the first run's id; other inputs with the key exit 2."""
+    from tests.test_cli import sagaline
+
+    key, inputs = f"cli-{uuid.uuid4()}", json.dumps(tag())
+    first = sagaline("run", "t_quick", "--input", inputs, "--idempotency-key", key)
+    again = sagaline("run", "t_quick", "--input", inputs, "--idempotency-key", key)
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert first.stdout.strip() == again.stdout.strip()
+    other = sagaline("run", "t_quick", "--input", json.dumps(tag()), "--idempotency-key", key)
+    assert other.returncode == 2 and "already started saga" in other.stderr

@@ -31,6 +31,7 @@ from sagaline.cli import (
 )
 from sagaline.cli.app import cli, err
 from sagaline.errors import (
+    IdempotencyConflictError,
     InvalidCorrelationIdError,
     InvalidInputError,
     SagaError,
@@ -39,7 +40,8 @@ from sagaline.errors import (
 
 __all__ = ["main"]
 
-_USAGE_ERRORS = (InvalidInputError, InvalidCorrelationIdError, UnknownSagaError)
+_USAGE_ERRORS = (InvalidInputError, InvalidCorrelationIdError, UnknownSagaError,
+                 IdempotencyConflictError)
 
 
 def main() -> None:

@@ -118,6 +118,10 @@ def run(
         "--causation-id", help="The id (a UUID) of the event or command that caused this run "
         "(default: the start itself).",
     )] = None,
+    idempotency_key: Annotated[str | None, typer.Option(
+        "--idempotency-key", help="Start it once: a repeat with this key prints the first "
+        "run's id and starts nothing.",
+    )] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the final state.")] = False,
     timeout: Annotated[float, typer.Option(
         "--timeout", min=0.0, help="Seconds to wait, with --wait.",
@@ -127,7 +131,8 @@ def run(
     """Start saga NAME; with --wait, wait for its outcome (exit 0 only if it completed)."""
     inputs = parse_inputs(input_)
     handle: SagaHandle = project(ctx).engine.start(name, inputs, correlation_id=correlation_id,
-                                                   causation_id=causation_id)
+                                                   causation_id=causation_id,
+                                                   idempotency_key=idempotency_key)
     if not wait:
         if as_json:
             print_json({"saga_id": handle.saga_id, "correlation_id": handle.correlation_id})
