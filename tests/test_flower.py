@@ -274,3 +274,37 @@ def test_flower_does_not_start_without_credentials(credentials: str | None,
 
     assert result.returncode == 2, result.stderr
     assert message in " ".join(result.stderr.split())
+
+
+NAS = {"search_space": {"layers": [1, 2], "units": [32, 64]}, "max_trials": 2, "epochs": 4,
+       "concurrency": 2, "passes_per_epoch": 20}
+
+
+@pytest.mark.usefixtures("training_worker")
+def test_nas_training_shows_progress_then_success_and_a_failed_run_its_compensations(
+    flower: Flower, engine: Sagaline,
+) -> None:
+    """A NAS search watched in Flower: each training task under its own name, in PROGRESS
+    with its epoch readable while it trains, then SUCCESS; a run failing after training shows
+    its compensation tasks ending too.
+    """
+    handle = engine.start("cerebros_nas", NAS)
+    train = f"{handle.saga_id}-train_0"
+    running = flower.wait_for_state(train, "PROGRESS", timeout=60)
+    assert running["name"] == "bolt.nas.train_trial"
+    report = json.loads(running["result"])
+    assert report["total"] == 4 and 1 <= report["done"] <= 4
+    assert "val_accuracy" in report["metrics"]
+    assert handle.wait(120).status is SagaStatus.COMPLETED
+    assert flower.wait_for_state(train, *FINAL_STATES)["state"] == "SUCCESS"
+
+    engine.store.inject_fault("cerebros_nas", "collect_artifacts", message="store is down")
+    failed = engine.start("cerebros_nas", {**NAS, "passes_per_epoch": 1})
+    assert failed.wait(120).status is SagaStatus.COMPENSATED
+    undo = [f"{failed.saga_id}-train_0-undo", f"{failed.saga_id}-train_1-undo",
+            f"{failed.saga_id}-create_model_run-undo"]
+    tasks = flower.wait_until_final(failed.saga_id, undo, timeout=60)
+    assert {tasks[i]["name"] for i in undo} == {"bolt.nas.discard_trial",
+                                               "bolt.nas.mark_run_failed"}
+    assert all(tasks[i]["state"] == "SUCCESS" for i in undo)
+    assert tasks[f"{failed.saga_id}-collect_artifacts"]["state"] == "FAILURE"
