@@ -233,3 +233,31 @@ def test_a_trial_whose_worker_is_killed_resumes_from_its_checkpoint_elsewhere(
         kill_group(beat)
         if doomed.poll() is None:
             kill_group(doomed)
+
+
+def test_a_second_copy_of_a_running_trial_waits_and_never_trains_twice(engine: Sagaline
+                                                                       ) -> None:
+    """What a visibility timeout shorter than a trial does, done on purpose: the trial's
+    message is sent again while it trains. The copy finds the trial's lease held, waits,
+    and drops once the trial completed: every epoch is trained once, on one attempt.
+    """
+    from sagaline.status import Role
+
+    handle = engine.start(SAGA, {**SLOW, "max_trials": 2, "epochs": 6, "passes_per_epoch": 15})
+    wait_until(lambda: progress_of(engine, handle.saga_id).get("train_0", 0) >= 1,
+               what="train_0 training")
+    saga = engine.driver.saga_of(handle.saga_id)
+    for _ in range(2):
+        engine.transport.send(saga, handle.saga_id, ["train_0"], Role.ACTION,
+                              headers={"sagaline_saga_id": handle.saga_id})
+    run = handle.wait(timeout=120)
+    assert run.status is SagaStatus.COMPLETED, run.error
+    assert run.step("train_0").attempts == 1
+    trial = next(t for t in trials_of(engine_db(), run.result["run_id"]) if t.index == 0)
+    ended = trial.metrics["epoch_ended_at"]
+    assert len(ended) == 6 and ended == sorted(ended)
+    assert trial.metrics["resumed_from"] == 0
+    copies = wait_until(lambda: (lambda d: d if len(d) >= 2 else None)([
+        t for t in engine.get(handle.saga_id).log
+        if t.event == "action.duplicate" and t.step == "train_0"]), what="both copies dropped")
+    assert len(copies) == 2
