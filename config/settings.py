@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     """The sender of the mails the sagas send."""
     public_url: str = "http://localhost:8000"
     """The site magic links point at."""
+    api_tokens: SecretStr | None = None
+    """Bearer tokens ``sagaline api`` accepts, comma-separated (at least 32 characters
+    each); only their SHA-256 is kept in memory."""
+    api_token_hashes: str | None = None
+    """Tokens it accepts as ``sha256:<hex>``, comma-separated, for deployments that hold no
+    raw token."""
     flower_basic_auth: SecretStr | None = None
     """``user:password`` (comma-separated for several) that ``sagaline flower`` requires;
     Flower is not started without it."""

@@ -38,6 +38,7 @@ FACES = {
     "sagaline.testing": {"Attempt", "InProcessWorker", "RunReport", "SagaTestHarness",
                          "attempts_in", "named_queues", "worker_for"},
     "sagaline.cli": {"main"},
+    "sagaline.api": {"TokenSet", "create_app"},
 }
 
 #: What the facade offers; the engine's moves live in ``sagaline.runtime``, not on it.

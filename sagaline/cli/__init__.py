@@ -10,8 +10,8 @@ wait timed out, a saga was not found, or Redis failed; 2 bad usage or invalid in
 
 The Typer app and the helpers its commands share are in :mod:`sagaline.cli.app`; the
 commands are in :mod:`~sagaline.cli.runs`, :mod:`~sagaline.cli.definitions`,
-:mod:`~sagaline.cli.events` and :mod:`~sagaline.cli.supervise`, imported here so they
-register on it.
+:mod:`~sagaline.cli.events`, :mod:`~sagaline.cli.supervise`, :mod:`~sagaline.cli.database`
+and :mod:`~sagaline.cli.serve` (``sagaline api``), imported here so they register on it.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sagaline.cli import (
     database,  # noqa: F401 - registers the db commands
     definitions,  # noqa: F401 - registers the sagas command
     events,  # noqa: F401 - registers the events and trace commands
+    serve,  # noqa: F401 - registers the api command
     supervise,  # noqa: F401 - registers the supervision commands
 )
 from sagaline.cli.app import cli, err

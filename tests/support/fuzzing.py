@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import PurePosixPath
-from typing import Any, get_args, get_origin
+from typing import Annotated, Any, get_args, get_origin
 from urllib.parse import quote
 
 import email_validator
@@ -209,8 +209,16 @@ _CONSTRAINTS = ("gt", "ge", "lt", "le", "min_length", "max_length", "max_digits"
 
 def constraints(info: FieldInfo) -> dict[str, Any]:
     """The constraints a field declares (``gt``, ``min_length``, ``max_digits``...)."""
+    return annotated_constraints(info.metadata)
+
+
+def annotated_constraints(metadata: list[Any]) -> dict[str, Any]:
+    """The constraints in annotation metadata (``annotated_types`` objects, ``FieldInfo``)."""
     found: dict[str, Any] = {}
-    for item in info.metadata:
+    for item in metadata:
+        if isinstance(item, FieldInfo):
+            found.update(annotated_constraints(item.metadata))
+            continue
         for name in _CONSTRAINTS:
             value = getattr(item, name, None)
             if value is not None:
@@ -267,15 +275,23 @@ def valid_value(annotation: Any, rules: Mapping[str, Any], *, for_json: bool
     if annotation is int:
         low = rules["gt"] + 1 if "gt" in rules else rules.get("ge", -(10 ** 6))
         high = rules["lt"] - 1 if "lt" in rules else rules.get("le", low + 10 ** 6)
+        if "lt" in rules or "le" in rules:
+            return st.integers(low, high)
         return st.one_of(st.integers(low, high),
                          st.integers(low, max(high, 10 ** (INT_DIGITS - 1))))
     if annotation is Decimal:
         return _valid_decimal(rules, for_json=for_json)
     if origin is list:
         (item,) = get_args(annotation) or (Any,)
+        item_rules: dict[str, Any] = {}
+        if get_origin(item) is Annotated:  # list[Annotated[int, Field(gt=0)]]
+            item, *meta = get_args(item)
+            item_rules = annotated_constraints(meta)
         low = int(rules.get("min_length", 0))
-        return st.lists(valid_value(item, {}, for_json=for_json), min_size=low,
-                        max_size=max(low, int(rules.get("max_length", low + 3))))
+        # Distinct items: a model may require them, and distinct lists are valid for others.
+        return st.lists(valid_value(item, item_rules, for_json=for_json), min_size=low,
+                        max_size=max(low, int(rules.get("max_length", low + 3))),
+                        unique_by=lambda v: repr(v))
     if is_model(annotation):
         fields = valid_fields(annotation, for_json=for_json)
         if for_json:
