@@ -69,7 +69,8 @@ def main(argv: list[str]) -> int:
             print(f"{emitted} is missing: run 'python3 dev.py test' first", file=sys.stderr)
             return 1
         return run("sagaline", "events", "lint", "--emitted", str(emitted), *rest)
-    return (run("ruff", "check", "sagaline", "sagas", "tasks", "config", "tests", "benchmarks")
+    return (run("ruff", "check", "sagaline", "sagas", "tasks", "config", "tests", "benchmarks",
+                "examples")
             or run("mypy") or run("lint-imports") or run("sagaline", "events", "lint"))
 
 
