@@ -22,6 +22,7 @@ from tasks.nas.training import load_artifact
 from tests.conftest import kill_group, start_beat, start_worker
 from tests.support.thunderline import Backend
 from tests.test_cli import sagaline
+from tests.test_event_bus import wait_for
 
 SAGA = "cerebros_nas"
 #: Ten architectures, small enough to train in seconds.
@@ -139,16 +140,6 @@ def progress_of(engine: Sagaline, saga_id: str) -> dict[str, float]:
             if s.status is StepStatus.RUNNING and s.progress is not None}
 
 
-def wait_until(check: Any, timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not met within {timeout} s")
-
-
 SLOW = {"search_space": {"layers": [2], "units": [64, 128]}, "max_trials": 2, "epochs": 20,
         "concurrency": 2, "passes_per_epoch": 25}
 
@@ -159,8 +150,8 @@ def test_cancel_during_training_stops_every_trial_within_an_epoch(engine: Sagali
     the trials' progress meanwhile.
     """
     handle = engine.start(SAGA, SLOW)
-    running = wait_until(lambda: (lambda p: p if len(p) == 2 and min(p.values()) >= 2 else None)(
-        progress_of(engine, handle.saga_id)), what="both trials past epoch 2")
+    running = wait_for(lambda: (lambda p: p if len(p) == 2 and min(p.values()) >= 2 else None)(
+        progress_of(engine, handle.saga_id)), timeout=60, what="both trials past epoch 2")
     shown = sagaline("status", handle.saga_id)
     assert "running" in shown.stdout and "/20" in shown.stdout, shown.stdout
     as_json = json.loads(sagaline("status", handle.saga_id, "--json").stdout)
@@ -217,8 +208,8 @@ def test_a_trial_whose_worker_is_killed_resumes_from_its_checkpoint_elsewhere(
     beat = start_beat()  # the recovery sweep notices the lost attempt
     try:
         handle = engine.start(SAGA, {**SLOW, "epochs": 12, "passes_per_epoch": 15})
-        wait_until(lambda: (lambda p: p if p and min(p.values()) >= 3 else None)(
-            progress_of(engine, handle.saga_id)), what="a trial past epoch 3")
+        wait_for(lambda: (lambda p: p if p and min(p.values()) >= 3 else None)(
+            progress_of(engine, handle.saga_id)), timeout=60, what="a trial past epoch 3")
         before = progress_of(engine, handle.saga_id)  # checkpoints only grow after this
         kill_group(doomed)
         rescuer = start_worker("rescuer", concurrency=2, queues="training")
@@ -247,8 +238,8 @@ def test_a_second_copy_of_a_running_trial_waits_and_never_trains_twice(engine: S
     from sagaline.status import Role
 
     handle = engine.start(SAGA, {**SLOW, "max_trials": 2, "epochs": 6, "passes_per_epoch": 15})
-    wait_until(lambda: progress_of(engine, handle.saga_id).get("train_0", 0) >= 1,
-               what="train_0 training")
+    wait_for(lambda: progress_of(engine, handle.saga_id).get("train_0", 0) >= 1,
+               timeout=60, what="train_0 training")
     saga = engine.driver.saga_of(handle.saga_id)
     for _ in range(2):
         engine.transport.send(saga, handle.saga_id, ["train_0"], Role.ACTION,
@@ -260,7 +251,7 @@ def test_a_second_copy_of_a_running_trial_waits_and_never_trains_twice(engine: S
     ended = trial.metrics["epoch_ended_at"]
     assert len(ended) == 6 and ended == sorted(ended)
     assert trial.metrics["resumed_from"] == 0
-    copies = wait_until(lambda: (lambda d: d if len(d) >= 2 else None)([
+    copies = wait_for(lambda: (lambda d: d if len(d) >= 2 else None)([
         t for t in engine.get(handle.saga_id).log
-        if t.event == "action.duplicate" and t.step == "train_0"]), what="both copies dropped")
+        if t.event == "action.duplicate" and t.step == "train_0"]), timeout=60, what="both copies dropped")
     assert len(copies) == 2
