@@ -253,5 +253,6 @@ def test_a_second_copy_of_a_running_trial_waits_and_never_trains_twice(engine: S
     assert trial.metrics["resumed_from"] == 0
     copies = wait_for(lambda: (lambda d: d if len(d) >= 2 else None)([
         t for t in engine.get(handle.saga_id).log
-        if t.event == "action.duplicate" and t.step == "train_0"]), timeout=60, what="both copies dropped")
+        if t.event == "action.duplicate" and t.step == "train_0"]),
+        timeout=60, what="both copies dropped")
     assert len(copies) == 2
