@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -48,3 +49,14 @@ def _safe_repr(value: Any) -> str:
         return repr(value)[:1000]
     except Exception:  # a broken __repr__ still leaves a readable record
         return f"<{type(value).__name__}>"
+
+
+def dumps_events(events: Sequence[dict[str, Any]]) -> str:
+    """Emitted events for a store script, each payload as JSON text it logs untouched.
+
+    Lua's cjson re-encodes an empty list it decoded as ``{}``; a payload passed as text
+    keeps its lists whatever their length. ``""`` for no events.
+    """
+    if not events:
+        return ""
+    return dumps([{**e, "payload": dumps(e.get("payload") or {})} for e in events])

@@ -96,6 +96,15 @@ class LoggedEvent:
     """Whether it is one of the engine's lifecycle events (else a step emitted it)."""
 
 
+def _payload(raw: Any) -> dict[str, Any]:
+    """An emitted event's logged payload.
+
+    It is JSON text (as the store logs it), or a mapping (as logs written before did).
+    """
+    value = codec.loads(raw) if isinstance(raw, str) else raw
+    return dict(value) if isinstance(value, dict) else {}
+
+
 def derive_events(saga_id: str, saga: Mapping[str, str], entries: Sequence[str],
                   start: int = 0) -> list[LoggedEvent]:
     """The events a saga's log entries stand for, in log order, from entry ``start`` on.
@@ -204,7 +213,7 @@ class _Derivation:
                 id=event_id, name=name, domain=name.split(".", 1)[0],
                 source=str(entry.get("source") or f"{self.name}.{step}"),
                 correlation_id=self.correlation_id, causation_id=cause or self.started,
-                payload=entry.get("payload") or {},
+                payload=_payload(entry.get("payload")),
                 meta=self._meta(step=step, role=role, log_index=index),
                 occurred_at=datetime.fromtimestamp(at, tz=UTC),
             )

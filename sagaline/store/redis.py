@@ -235,7 +235,7 @@ class RedisStore(SagaRecords):
             "complete", saga_id, role.value, step, attempt, codec.dumps(result),
             codec.dumps(saga_result) if final else "", next_step, "",
             "" if plan is None else codec.dumps(list(plan)),
-            codec.dumps(list(events)) if events else "",
+            codec.dumps_events(events),
         ))
 
     def complete_branch(self, saga_id: str, role: Role, step: str, *, attempt: int,
@@ -249,7 +249,7 @@ class RedisStore(SagaRecords):
         """
         reply = self._call("complete", saga_id, role.value, step, attempt, codec.dumps(result),
                            "", "", group.json(), "",
-                           codec.dumps(list(events)) if events else "")
+                           codec.dumps_events(events))
         return str(reply[0]), [str(x) for x in reply[1:]]
 
     def open_group(self, saga_id: str, group: GroupSpec, *, force: bool = False) -> list[str]:

@@ -160,3 +160,25 @@ def test_the_exporters_take_progress_reports_and_stay_attached(
     finally:
         if not was:
             logs.uninstall()
+
+
+@saga_task("rt.announce_nothing")
+def announce_nothing(ctx: StepContext) -> dict[str, Any]:
+    """Emit an event whose payload holds empty lists and an empty mapping."""
+    ctx.emit("crown.activation.approved", {"snapshot_id": "s", "family": "f", "policies": []})
+    ctx.emit("bolt.adapters.restored", {"adapters": []})
+    return {}
+
+
+def test_an_emitted_payload_keeps_its_empty_lists(rt: InProcess) -> None:
+    """The store's scripts used to turn an empty list into ``{}`` (Lua's JSON), so an
+    emitted event no longer matched its schema; payloads now pass through untouched.
+    """
+    saga = Saga("rt_empty_lists", inputs=Nothing, steps=[Step("announce", announce_nothing)])
+    saga_id = rt.start(saga)
+    rt.run()
+    payloads = {e.name: e.payload for e in rt.outbox.events_of(saga_id)
+                if not e.name.startswith("saga.")}
+    assert payloads == {"crown.activation.approved": {"snapshot_id": "s", "family": "f",
+                                                      "policies": []},
+                        "bolt.adapters.restored": {"adapters": []}}
