@@ -49,6 +49,15 @@ class Progress(BaseModel):
             return None
         return max(0.0, min(1.0, self.done / self.total))
 
+    def describe(self, *, share: bool = True) -> str:
+        """The report in words: ``3/10 (30%) val_accuracy=0.91`` (the share optional)."""
+        done = f"{self.done:g}" + (f"/{self.total:g}" if self.total else "")
+        if share and self.fraction is not None:
+            done += f" ({self.fraction:.0%})"
+        metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in sorted(self.metrics.items()))
+        return f"{done} {metrics}".rstrip()
+
 
 class OperationRun(BaseModel):
     """One step's action, or its compensation, as recorded."""

@@ -266,11 +266,7 @@ def _with_progress(operation: OperationRun) -> str:
     progress = operation.progress
     if progress is None or operation.status not in (StepStatus.RUNNING, StepStatus.RETRYING):
         return text
-    done = f"{progress.done:g}" + (f"/{progress.total:g}" if progress.total else "")
-    share = f" ({progress.fraction:.0%})" if progress.fraction is not None else ""
-    metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in sorted(progress.metrics.items()))
-    return f"{text} {done}{share}" + (f" {metrics}" if metrics else "")
+    return f"{text} {progress.describe()}"
 
 
 def show_run(run: SagaRun, as_json: bool) -> None:

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from sagaline.engine import Sagaline
 from sagaline.outcome import SagaRun
-from sagaline.status import SagaStatus
+from sagaline.status import SagaStatus, StepStatus
 from sagaline.store.embedded import EmbeddedRedis
 
 #: How often the transition log is read while a saga runs, in seconds.
@@ -199,15 +199,12 @@ def progress_lines(run: SagaRun, shown: dict[str, float]) -> list[str]:
     lines = []
     for step in run.steps:
         progress = step.progress
-        if progress is None or step.status.value != "running":
+        if progress is None or step.status is not StepStatus.RUNNING:
             continue
         if shown.get(step.name) == progress.done:
             continue
         shown[step.name] = progress.done
-        total = f"/{progress.total:g}" if progress.total else ""
-        metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in sorted(progress.metrics.items()))
-        lines.append(f"  ⋯ {step.name} {progress.done:g}{total} {metrics}".rstrip())
+        lines.append(f"  ⋯ {step.name} {progress.describe(share=False)}")
     return lines
 
 
