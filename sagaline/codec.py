@@ -14,6 +14,11 @@ def dumps(value: Any) -> str:
     return json.dumps(to_jsonable_python(value), separators=(",", ":"), sort_keys=False)
 
 
+def canonical(value: Any) -> str:
+    """Encode a value so that equal values give equal text: keys sorted, one line."""
+    return json.dumps(to_jsonable_python(value), separators=(",", ":"), sort_keys=True)
+
+
 def loads(raw: str | None) -> Any:
     """Decode a stored value (``None`` stays ``None``)."""
     if raw is None or raw == "":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
+from typing import Any, NoReturn
 
 from sagaline import codec
-from sagaline.errors import InvalidEventError, SagaCancelledError
+from sagaline.errors import InvalidEventError, SagaCancelledError, StateError
 from sagaline.naming import name_problems
 from sagaline.status import Role
 
@@ -16,8 +18,31 @@ CORRELATION_HEADER = "X-Correlation-ID"
 CAUSATION_HEADER = "X-Causation-ID"
 
 
+#: What a signal's name may be: a letter, then letters, digits, ``_ . -``; 64 at most.
+SIGNAL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
+
+
 def _never() -> bool:
     return False
+
+
+def _no_signals(name: str) -> list[dict[str, Any]]:
+    return []
+
+
+class WaitForSignal(BaseException):
+    """Signal: this action waits for signal ``name``; the runtime lets the worker go.
+
+    Raised by :meth:`StepContext.wait_for`. It derives from :class:`BaseException` so that
+    an action's ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, name: str, timeout_s: float, seen: int, reason: str) -> None:
+        self.name = name
+        self.timeout_s = timeout_s
+        self.seen = seen
+        self.reason = reason
+        super().__init__(f"waits for signal {name!r}")
 
 
 def _no_sink(report: dict[str, Any]) -> None:
@@ -69,6 +94,11 @@ class StepContext:
     progress_sink: Callable[[dict[str, Any]], None] = field(
         default=_no_sink, repr=False, compare=False)
     """Where :meth:`progress` reports go (the saga's record, telemetry, Flower)."""
+    signal_reader: Callable[[str], list[dict[str, Any]]] = field(
+        default=_no_signals, repr=False, compare=False)
+    """Reads the signals of one name the saga received (the saga's record)."""
+    seen: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    """How many signals of each name :meth:`signals` returned last."""
 
     @property
     def idempotency_key(self) -> str:
@@ -140,6 +170,51 @@ class StepContext:
         report = {"done": done, "total": total, "metrics": plain, "attempt": self.attempt}
         self.progress_sink(report)
 
+    def signals(self, name: str) -> list[dict[str, Any]]:
+        """The payloads of signal ``name`` the saga received so far, oldest first.
+
+        Each distinct payload once: a signal sent twice is kept once. Signals sent before
+        the saga reached this step are here too.
+        """
+        received = self.signal_reader(signal_name(name))
+        self.seen[name] = len(received)
+        return received
+
+    def wait_for(self, name: str, *, timeout: float | timedelta, reason: str = ""
+                 ) -> NoReturn:
+        """Stop here and wait for a new signal ``name``, without holding a worker.
+
+        The action runs again from its start when a signal of that name comes that it has
+        not read (:meth:`signals`), so it must be idempotent up to here (as every action
+        is: delivery is at least once). ``timeout`` counts from the step's first wait, not
+        from each; once it passes, the action runs once more and, if it waits again, fails
+        with a :class:`~sagaline.errors.SignalTimeoutError` (which ``reason`` explains),
+        and the saga falls back or rolls back as for any failure. While it waits, a cancel
+        stops the saga at once: nothing of this step is undone.
+
+        Raises:
+            StateError: Called from a compensation or a fallback (only actions wait).
+            ValueError: ``name`` is not a signal name, or ``timeout`` is not positive.
+        """
+        if self.role is not Role.ACTION:
+            raise StateError(f"{self.role.value} of {self.step} cannot wait for a signal; "
+                             "only a step's action can")
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or \
+                not 0 < seconds < float("inf"):
+            raise ValueError(f"signal timeout must be a positive duration, not {timeout!r}")
+        name = signal_name(name)
+        seen = self.seen[name] if name in self.seen else len(self.signals(name))
+        raise WaitForSignal(name, float(seconds), seen, reason)
+
+    def signal(self, name: str, *, timeout: float | timedelta, reason: str = ""
+               ) -> dict[str, Any]:
+        """The payload of the first signal ``name`` received, or wait for one (:meth:`wait_for`)."""
+        received = self.signals(name)
+        if received:
+            return received[0]
+        self.wait_for(name, timeout=timeout, reason=reason)
+
     def cancelled(self) -> bool:
         """Whether this attempt should stop (the saga was cancelled or its lease lost)."""
         return self.cancel_check()
@@ -154,3 +229,11 @@ class StepContext:
             raise SagaCancelledError(
                 f"saga {self.saga_id} was cancelled (or lost its lease) during {self.step}"
             )
+
+
+def signal_name(name: str) -> str:
+    """``name`` if it is a signal name; raises :class:`ValueError` saying what one is."""
+    if not isinstance(name, str) or not SIGNAL_NAME.fullmatch(name):
+        raise ValueError(f"signal name must be a letter then up to 63 letters, digits, "
+                         f"'_', '.' or '-', not {name!r}")
+    return name

@@ -3,7 +3,8 @@
 This module only wires the parts (the store, the event bus and outbox, the runtime and the
 Celery transport) and offers what a caller needs: :meth:`Sagaline.start`, :meth:`get
 <Sagaline.get>`, :meth:`wait <Sagaline.wait>`, :meth:`list <Sagaline.list>`, :meth:`cancel
-<Sagaline.cancel>`. How a saga runs is told in :mod:`sagaline.runtime`.
+<Sagaline.cancel>`, :meth:`signal <Sagaline.signal>`. How a saga runs is told in
+:mod:`sagaline.runtime`.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from sagaline.errors import (
 from sagaline.events.bus import EventBus
 from sagaline.events.outbox import Outbox
 from sagaline.naming import name_problems
-from sagaline.outcome import SagaRun
+from sagaline.outcome import SagaRun, SignalReceipt
 from sagaline.registry import SagaRegistry
-from sagaline.runtime import Driver, NestedSagas, Runtime, Supervisor
+from sagaline.runtime import Driver, NestedSagas, Runtime, Signals, Supervisor
 from sagaline.saga import Saga
 from sagaline.status import SagaStatus
 from sagaline.store.redis import RedisStore
@@ -131,10 +132,11 @@ class Sagaline:
         """Choreographed sagas bound to this engine, by name."""
         self.driver = Driver(store, self.registry, self.tasks, self.transport, self.outbox)
         nested = NestedSagas(store, self.driver)
+        self.signals = Signals(store, self.driver)
         self.runtime = Runtime(store, self.driver, nested, self.outbox,
                                lease_s=lease.total_seconds(),
                                check_event=bus.check if bus is not None else _name_check,
-                               max_recoveries=max_recoveries)
+                               max_recoveries=max_recoveries, signals=self.signals)
         self.supervisor = Supervisor(store, self.driver, nested, self.outbox,
                                      max_recoveries=max_recoveries)
         self.transport.bind(self.runtime, self.supervisor)
@@ -237,6 +239,25 @@ class Sagaline:
     def cancel(self, saga_id: str, reason: str = "cancelled by request") -> SagaStatus:
         """Cancel a running saga; see :meth:`Supervisor.cancel`."""
         return self.supervisor.cancel(saga_id, reason)
+
+    def signal(self, saga_id: str, name: str, payload: dict[str, Any] | None = None
+               ) -> SignalReceipt:
+        """Send signal ``name`` (an approval, a webhook's news) to a running saga.
+
+        The signal is kept on the saga's record, so a step that waits for it later
+        (``ctx.wait_for``) finds it; a step waiting for it now runs again. The same
+        payload sent twice is kept once (``duplicate``).
+
+        Raises:
+            InvalidSignalError: The name or payload (a JSON object, 64 KiB at most) is not
+                valid; nothing was kept.
+            SagaNotFoundError: No such saga is recorded.
+            StateError: The saga no longer runs; the signal was not kept.
+        """
+        try:
+            return self.signals.send(saga_id, name, payload)
+        finally:
+            self.outbox.flush_soon(saga_id)
 
     def get(self, saga_id: str) -> SagaRun:
         """The run as recorded.

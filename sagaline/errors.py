@@ -34,6 +34,15 @@ class InvalidInputError(SagaError):
         super().__init__(f"invalid input for saga {saga!r}: {lines}")
 
 
+class InvalidSignalError(InvalidInputError):
+    """Raised when a signal's name or payload is not valid; nothing was kept or sent."""
+
+    def __init__(self, saga_id: str, name: str, errors: list[dict[str, str]]) -> None:
+        super().__init__(f"signal {name!r}", errors)
+        lines = "; ".join(f"{e['field']}: {e['problem']}" for e in errors)
+        self.args = (f"invalid signal {name!r} for saga {saga_id}: {lines}",)
+
+
 class InvalidCorrelationIdError(SagaError):
     """Raised when a given correlation id is not a UUID; nothing was recorded or enqueued."""
 
@@ -140,6 +149,15 @@ class AttemptsLostError(StepError):
 
     The process running it died mid-step each time (a segfault, the OOM killer), so the
     step fails for good rather than being attempted without end.
+    """
+
+    non_retryable = True
+
+
+class SignalTimeoutError(StepError):
+    """Raised when an action waited for a signal past its timeout.
+
+    ``details`` names the signal, the deadline and how many signals of the name came.
     """
 
     non_retryable = True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -82,6 +82,26 @@ class OperationRun(BaseModel):
     """The id of the child saga it runs (or undoes), for a step that runs one."""
     progress: Progress | None = None
     """What its latest attempt last reported with ``ctx.progress`` (``None``: nothing)."""
+    signal: str | None = None
+    """The signal it waits for, while it waits for one (status ``waiting``)."""
+    wait_until: datetime | None = None
+    """When its wait for a signal times out (set by its first wait)."""
+
+
+class SignalReceipt(BaseModel):
+    """What became of a signal sent to a saga: the answer to ``engine.signal``."""
+
+    saga_id: str
+    """The saga it was sent to."""
+    signal: str
+    """The signal's name."""
+    outcome: Literal["delivered", "kept", "duplicate"]
+    """``delivered``: it woke a step that waited for it; ``kept``: it is kept for a step
+    that reads it later (none waited); ``duplicate``: this payload came before."""
+    received: int = 0
+    """How many distinct signals of this name the saga has kept (0 for a duplicate)."""
+    woken: list[str] = Field(default_factory=list)
+    """The steps it woke."""
 
 
 class StepRun(OperationRun):
@@ -289,6 +309,8 @@ def operation(fields: dict[str, str], prefix: str, task: str | None) -> Operatio
         error=ErrorInfo(**error) if error else None,
         child=get("child") or None,
         progress=_progress(get("progress")),
+        signal=get("signal") or None,
+        wait_until=timestamp(get("signal_deadline")),
     )
 
 

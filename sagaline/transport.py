@@ -263,19 +263,20 @@ class CeleryTransport:
     # -- the Transport port ---------------------------------------------------------------
 
     def send_chain(self, saga: Saga, saga_id: str, steps: Sequence[str],
-                   headers: Mapping[str, str]) -> None:
+                   headers: Mapping[str, str], *, countdown: float | None = None) -> None:
         """Send the actions of ``steps`` as one chain with one errback for all."""
         signatures = [self._signature(saga, saga_id, s, Role.ACTION, headers) for s in steps]
         errback = self.app.tasks[STEP_FAILED_TASK].s()
-        chain(*signatures).on_error(errback).apply_async()
+        chain(*signatures).on_error(errback).apply_async(countdown=countdown)
 
     def send(self, saga: Saga, saga_id: str, steps: Sequence[str], role: Role, *,
-             headers: Mapping[str, str], undoes_fallback: bool = False) -> None:
+             headers: Mapping[str, str], undoes_fallback: bool = False,
+             countdown: float | None = None) -> None:
         """Send single messages (branches, a fallback, compensations), each with its errback."""
         name = COMPENSATION_FAILED_TASK if role is Role.COMPENSATION else STEP_FAILED_TASK
         for step in steps:
             signature = self._signature(saga, saga_id, step, role, headers, undoes_fallback)
-            signature.on_error(self.app.tasks[name].s()).apply_async()
+            signature.on_error(self.app.tasks[name].s()).apply_async(countdown=countdown)
 
     def revoke(self, task_ids: Sequence[str]) -> None:
         """Revoke queued messages by task id."""

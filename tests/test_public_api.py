@@ -19,6 +19,8 @@ EXPECTED = {
     "Event", "EventBus", "EventType", "Subscription", "Taxonomy", "event_name", "subscriber",
     "EventError", "InvalidEventError", "PublishError", "SagasDisabledError", "TaxonomyError",
     "IdempotencyConflictError",
+    # signals
+    "SignalReceipt", "SignalTimeoutError", "InvalidSignalError",
     "Fallback", "Parallel", "SubSaga", "SagaBuilder", "add_steps",
     "Domains",
     "telemetry",
@@ -33,7 +35,7 @@ FACES = {
     "sagaline.events": {"Event", "EventBus", "EventType", "Outbox", "Subscription", "Taxonomy",
                         "derived_id", "event_name", "name_problems", "subscriber"},
     "sagaline.runtime": {"NestedSagas", "Delivery", "Driver", "Envelope", "RetryIn", "Runtime",
-                         "Skip", "StuckSaga", "Supervisor", "Transport"},
+                         "Signals", "Skip", "StuckSaga", "Supervisor", "Transport"},
     "sagaline.choreography": {"ChoreographySaga", "Reaction"},
     "sagaline.testing": {"Attempt", "InProcessWorker", "RunReport", "SagaTestHarness",
                          "attempts_in", "named_queues", "worker_for"},
@@ -42,7 +44,8 @@ FACES = {
 }
 
 #: What the facade offers; the engine's moves live in ``sagaline.runtime``, not on it.
-FACADE_METHODS = {"start", "get", "wait", "list", "cancel", "register", "register_tasks"}
+FACADE_METHODS = {"start", "get", "wait", "list", "cancel", "signal", "register",
+                  "register_tasks"}
 
 
 def test_exports_are_exactly_the_public_api() -> None:

@@ -26,6 +26,7 @@ from sagaline.errors import (
     SagaError,
     SagaNotFoundError,
     SagasDisabledError,
+    StateError,
     UnknownSagaError,
 )
 
@@ -39,6 +40,7 @@ STATUS_OF: dict[type[SagaError], int] = {
     IdempotencyConflictError: 409,
     SagasDisabledError: 503,
     EnqueueError: 503,
+    StateError: 409,
 }
 """The status each of Sagaline's errors is answered with; others are not caught."""
 

@@ -1,8 +1,9 @@
-"""The ``/sagas`` routes: start, show, list, cancel and follow sagas of one engine.
+"""The ``/sagas`` routes: start, show, list, cancel, signal and follow sagas of one engine.
 
 Each answers in the form the CLI's ``--json`` prints: a saga as its summary
 (:meth:`SagaRun.summary <sagaline.SagaRun.summary>`), a start as ``{saga_id,
-correlation_id, name}``, a cancel as ``{saga_id, status}``. Errors are mapped to statuses
+correlation_id, name}``, a cancel as ``{saga_id, status}``, a signal as its
+:class:`~sagaline.SignalReceipt`. Errors are mapped to statuses
 in :mod:`sagaline.api.problems`.
 """
 
@@ -29,7 +30,7 @@ from sagaline.api.problems import problem
 from sagaline.api.streams import follow
 from sagaline.engine import Sagaline
 from sagaline.errors import InvalidInputError, SagaNotFoundError
-from sagaline.outcome import SagaRun
+from sagaline.outcome import SagaRun, SignalReceipt
 from sagaline.status import SagaStatus
 
 MAX_LIMIT = 200
@@ -74,6 +75,11 @@ class SagaRoutes:
             "/{saga_id}/cancel", self.cancel_saga, methods=["POST"], status_code=202,
             response_model=Cancelled, summary="Cancel a saga",
             responses={**_NOT_FOUND, 409: {"model": Problem, "description": "It ended."}})
+        router.add_api_route(
+            "/{saga_id}/signals/{signal}", self.signal_saga, methods=["POST"], status_code=202,
+            response_model=SignalReceipt, summary="Send a saga a signal",
+            responses={**_NOT_FOUND, **_INVALID,
+                       409: {"model": Problem, "description": "The saga no longer runs."}})
         router.add_api_route("/{saga_id}/events", self.saga_events, methods=["GET"],
                              response_class=StreamingResponse, summary="Follow a saga live",
                              responses={**_EVENT_STREAM, **_NOT_FOUND})
@@ -158,6 +164,22 @@ class SagaRoutes:
                 return Cancelled(saga_id=saga_id, status=status)
         raise HTTPException(409, f"saga {saga_id} has already ended ({status.value}); there "
                                  "is nothing to cancel")
+
+    def signal_saga(
+        self, saga_id: SagaId,
+        signal: Annotated[str, Path(max_length=64, description="The signal's name "
+                                    "(`approval`).")],
+        payload: Annotated[dict[str, Any] | None, Body(
+            description="The signal's payload, a JSON object (none: `{}`); the same "
+            "payload sent again is kept once.")] = None,
+    ) -> SignalReceipt:
+        """Send a running saga a signal: an approval, an outside system's answer.
+
+        A step waiting for it runs again (`delivered`); otherwise it is kept for the step
+        that reads it later (`kept`); the same payload again changes nothing
+        (`duplicate`). A saga that no longer runs answers 409.
+        """
+        return self.engine.signal(saga_id_of(saga_id), signal, payload)
 
     async def saga_events(
         self, request: Request, saga_id: SagaId,

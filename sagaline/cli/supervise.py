@@ -1,10 +1,11 @@
 """The supervision commands of ``sagaline``, registered on :data:`sagaline.cli.app.cli`.
 
-cancel, stop, resume, recover, stuck, dead-letters and retry-compensation.
+signal, cancel, stop, resume, recover, stuck, dead-letters and retry-compensation.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -24,6 +25,36 @@ from sagaline.cli.app import (
 from sagaline.status import SagaStatus
 
 SagaId = Annotated[str, typer.Argument(metavar="ID", help="The saga's id.")]
+
+
+@cli.command()
+def signal(
+    ctx: typer.Context,
+    saga_id: SagaId,
+    name: Annotated[str, typer.Argument(help="The signal's name (approval).")],
+    payload: Annotated[str, typer.Option(
+        "--payload", help="The signal's payload, a JSON object.")] = "{}",
+    as_json: JsonFlag = False,
+) -> None:
+    """Send a running saga a signal (an approval, an outside system's answer).
+
+    A step waiting for it runs again; otherwise it is kept for the step that reads it
+    later; the same payload sent again changes nothing. Exits 0 when it was delivered,
+    kept or a duplicate, 1 when the saga is not found or no longer runs, 2 when the name
+    or payload is not valid.
+    """
+    try:
+        body = json.loads(payload)
+    except json.JSONDecodeError as error:
+        fail(2, f"--payload is not JSON ({error}); give a JSON object, e.g. "
+                '\'{"approver": "ana"}\'')
+    receipt = project(ctx).engine.signal(saga_id, name, body)
+    if as_json:
+        print_json(receipt.model_dump(mode="json"))
+        return
+    woke = f": woke {', '.join(receipt.woken)}" if receipt.woken else ""
+    out.print(f"{saga_id} signal {name} {receipt.outcome}{woke}", markup=False,
+              highlight=False)
 
 
 @cli.command()

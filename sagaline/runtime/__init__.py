@@ -63,7 +63,12 @@ script of the store (``sagaline/store/``); the definition (``saga.py``, ``step.p
    publish the delivery's events from the outbox (``sagaline/events/outbox.py``), off the
    critical path.
 
-7. **Recovery and stopping** (``supervisor.py``). The sweep looks only at sagas whose
+7. **Signals** (``signals.py``). An action that needs something from outside (an
+   approval, a webhook) calls ``ctx.wait_for(name, timeout=...)``: its attempt waits in the
+   record (``signal.lua``) without a worker, and a signal of that name, sent with
+   :meth:`Signals.send`, sends it again; its deadline sends it once more, to fail.
+
+8. **Recovery and stopping** (``supervisor.py``). The sweep looks only at sagas whose
    attention time or deadline passed: a saga past its deadline is stopped and rolled back;
    another is claimed (``recover.lua``) and driven on from the first element not
    completed, or its rollback's current stage is sent again; one that made no progress
@@ -75,7 +80,8 @@ from sagaline.runtime.attempt import Delivery, Runtime
 from sagaline.runtime.driver import Driver
 from sagaline.runtime.message import Envelope, RetryIn, Skip, Transport
 from sagaline.runtime.nested import NestedSagas
+from sagaline.runtime.signals import Signals
 from sagaline.runtime.supervisor import StuckSaga, Supervisor
 
-__all__ = ["Delivery", "Driver", "Envelope", "NestedSagas", "RetryIn", "Runtime", "Skip",
-           "StuckSaga", "Supervisor", "Transport"]
+__all__ = ["Delivery", "Driver", "Envelope", "NestedSagas", "RetryIn", "Runtime", "Signals",
+           "Skip", "StuckSaga", "Supervisor", "Transport"]

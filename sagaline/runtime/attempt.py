@@ -17,7 +17,7 @@ from typing import Any
 
 from sagaline import codec
 from sagaline.child import SubSaga, child_id_of
-from sagaline.context import StepContext
+from sagaline.context import StepContext, WaitForSignal
 from sagaline.dynamic import added_steps, extend
 from sagaline.errors import (
     AttemptsLostError,
@@ -33,6 +33,7 @@ from sagaline.runtime.message import Ending, Envelope, RetryIn, Skip
 from sagaline.runtime.nested import NestedSagas
 from sagaline.runtime.operation import Plan, operation_span, plan_for
 from sagaline.runtime.progress import ProgressSink, Report
+from sagaline.runtime.signals import Signals
 from sagaline.saga import Element, Saga
 from sagaline.status import Role
 from sagaline.step import Step
@@ -83,11 +84,12 @@ class Runtime:
         check_event: Checks each event a step emits.
         max_recoveries: How often an operation lost with its process (it died mid-step)
             is run again; past that, the claim answers ``lost`` and it fails for good.
+        signals: Lets actions wait for signals (by default, on ``store`` and ``driver``).
     """
 
     def __init__(self, store: RedisStore, driver: Driver, nested: NestedSagas, outbox: Outbox,
-                 *, lease_s: float, check_event: EventCheck, max_recoveries: int = 5
-                 ) -> None:
+                 *, lease_s: float, check_event: EventCheck, max_recoveries: int = 5,
+                 signals: Signals | None = None) -> None:
         """Run deliveries against ``store``, going on with ``driver``."""
         self.store = store
         self.driver = driver
@@ -96,6 +98,7 @@ class Runtime:
         self.lease_s = lease_s
         self.check_event = check_event
         self.max_recoveries = max_recoveries
+        self.signals = signals or Signals(store, driver)
 
     # -- the transport's three entries ----------------------------------------------------
 
@@ -199,6 +202,7 @@ class Runtime:
             source=getattr(step.task_for(role, envelope.undoes_fallback), "name", step.name),
             progress_sink=ProgressSink(self.store, plan.saga.name, envelope.saga_id, role,
                                        step.name, claim.attempt, report),
+            signal_reader=lambda name: self.store.signals(envelope.saga_id, name),
         )
         span = operation_span(envelope, plan.saga, plan.index, claim.attempt,
                                claim.correlation_id)
@@ -212,6 +216,11 @@ class Runtime:
                 value = call(ctx, **arguments)
         except Skip:
             raise
+        except WaitForSignal as wait:
+            span.stop()
+            refused = self.signals.park(envelope, plan, claim, wait)
+            self._failed(plan, envelope, claim.attempt, refused)
+            raise refused from None
         except Exception as error:
             span.exception(error, retrying=plan.policy.should_retry(error, claim.attempt))
             self._failed(plan, envelope, claim.attempt, error)

@@ -197,11 +197,26 @@ class Driver:
                                   self._headers(saga_id, headers))
 
     def send(self, saga: Saga, saga_id: str, steps: Sequence[str], role: Role, *,
-             undoes_fallback: bool = False, headers: Mapping[str, str] | None = None) -> None:
+             undoes_fallback: bool = False, headers: Mapping[str, str] | None = None,
+             countdown: float | None = None) -> None:
         """Send one message per step for ``role`` (branches, a fallback, compensations)."""
         if steps:
             self.transport.send(saga, saga_id, steps, role, undoes_fallback=undoes_fallback,
-                                headers=self._headers(saga_id, headers))
+                                headers=self._headers(saga_id, headers), countdown=countdown)
+
+    def resend(self, saga: Saga, saga_id: str, step: str, *,
+               countdown: float | None = None) -> None:
+        """Send a step's action again, and what follows it as its first message would.
+
+        A group's branch goes alone; any other step with the chain of steps after it (up
+        to the next group). With ``countdown``, it runs no sooner than that.
+        """
+        if saga.group_of(step) is not None:
+            self.send(saga, saga_id, [step], Role.ACTION, countdown=countdown)
+            return
+        segment = [s.name for s in saga.segment(saga.element_index(step))]
+        self.transport.send_chain(saga, saga_id, segment, self._headers(saga_id, None),
+                                  countdown=countdown)
 
     def open_group(self, saga: Saga, saga_id: str, group: Parallel) -> None:
         """Send a group's branches again: those in flight and those its bound allows."""

@@ -136,14 +136,19 @@ class Transport(Protocol):
     """
 
     def send_chain(self, saga: Saga, saga_id: str, steps: Sequence[str],
-                   headers: Mapping[str, str]) -> None:
-        """Send the actions of ``steps`` as one chain: each runs when the one before ends."""
+                   headers: Mapping[str, str], *, countdown: float | None = None) -> None:
+        """Send the actions of ``steps`` as one chain: each runs when the one before ends.
+
+        With ``countdown``, the first runs no sooner than that many seconds from now.
+        """
 
     def send(self, saga: Saga, saga_id: str, steps: Sequence[str], role: Role, *,
-             headers: Mapping[str, str], undoes_fallback: bool = False) -> None:
+             headers: Mapping[str, str], undoes_fallback: bool = False,
+             countdown: float | None = None) -> None:
         """Send one message per step for ``role``, each on its own.
 
-        These are a group's branches, a fallback, or compensations.
+        These are a group's branches, a fallback, or compensations; with ``countdown``,
+        each runs no sooner than that many seconds from now.
         """
 
     def revoke(self, task_ids: Sequence[str]) -> None:

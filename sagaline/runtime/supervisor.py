@@ -317,7 +317,15 @@ class Supervisor:
         fallback = pending.fallback
         if fallback is not None and fallback.status is not StepStatus.PENDING:
             pending = pending.model_copy(update=fallback.model_dump())
-        if pending.status is StepStatus.WAITING:
+        if pending.status is StepStatus.WAITING and pending.signal:
+            # It waits for a signal: past its deadline, run it once more (it fails if it
+            # still waits); before, leave it (a group's other branches are sent below).
+            if pending.wait_until is not None and pending.wait_until <= datetime.now(UTC):
+                self.driver.resend(saga, run.saga_id, pending.name)
+                return "signal_timeout"
+            if group is None:
+                return "waiting_signal"
+        elif pending.status is StepStatus.WAITING:
             return self._check_child(run.saga_id, pending.name, pending.child)
         if pending.status is not StepStatus.FAILED and not exhausted:
             position = saga.element_index(pending.name)

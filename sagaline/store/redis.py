@@ -52,17 +52,19 @@ from sagaline.store.replies import (
     claim_from_reply,
     creation_from_reply,
 )
+from sagaline.store.signals import SignalRecords
 
 _SCRIPTS = ("create", "begin", "renew", "complete", "fail", "fail_saga", "abort", "abandon",
             "recover", "awaited", "reopen", "group", "finish", "next_undo", "child",
-            "undo_completed", "retry_forward", "published", "outbox_claim", "attention")
+            "undo_completed", "retry_forward", "published", "outbox_claim", "attention",
+            "signal")
 #: Around each script: run its body as a function, reply with ``moved(reply)`` (_prelude).
 _WRAP = "local function body()\n{}\nend\nreturn moved(body())\n"
 _MOVE_INFO = ("saga", "correlation_id", "traceparent", "trace_parent_id", "created_at", "at",
               "failed_step", "error", "intent", "cancel_requested", "plan")
 
 
-class RedisStore(SagaRecords):
+class RedisStore(SagaRecords, SignalRecords):
     """Saga state in Redis; safe to share between threads, and used after fork.
 
     Args:

@@ -639,9 +639,10 @@ class WatchedTransport(RecordingTransport):
         self.on_send = on_send
 
     def send(self, saga: Saga, saga_id: str, steps: Sequence[str], role: Role, *,
-             headers: Mapping[str, str], undoes_fallback: bool = False) -> None:
+             headers: Mapping[str, str], undoes_fallback: bool = False,
+             countdown: float | None = None) -> None:
         super().send(saga, saga_id, steps, role, headers=headers,
-                     undoes_fallback=undoes_fallback)
+                     undoes_fallback=undoes_fallback, countdown=countdown)
         self.on_send(saga, saga_id, steps, role)
 
 

@@ -149,20 +149,28 @@ class RecordingTransport:
         self.queue: list[Message] = []
         self.sent: list[Envelope] = []
         self.revoked: list[str] = []
+        self.delayed: list[tuple[str, float]] = []
+        """``(step:role, countdown)`` of every message sent with a countdown (queued at
+        once all the same: a test delivers it when it likes)."""
 
     def send_chain(self, saga: Saga, saga_id: str, steps: Sequence[str],
-                   headers: Mapping[str, str]) -> None:
+                   headers: Mapping[str, str], *, countdown: float | None = None) -> None:
         """Queue the chain's first action; the others follow as it goes on."""
         envelopes = [Envelope(saga_id, saga.name, s, Role.ACTION) for s in steps]
+        if countdown is not None:
+            self.delayed.append((f"{steps[0]}:action", countdown))
         self.sent.append(envelopes[0])
         self.queue.append(Message(envelopes[0], _task_id(saga, envelopes[0]),
                                   tuple(envelopes[1:])))
 
     def send(self, saga: Saga, saga_id: str, steps: Sequence[str], role: Role, *,
-             headers: Mapping[str, str], undoes_fallback: bool = False) -> None:
-        """Queue one message per step, each on its own."""
+             headers: Mapping[str, str], undoes_fallback: bool = False,
+             countdown: float | None = None) -> None:
+        """Queue one message per step, each on its own (a countdown is not waited for)."""
         for step in steps:
             envelope = Envelope(saga_id, saga.name, step, role, undoes_fallback)
+            if countdown is not None:
+                self.delayed.append((f"{step}:{role.value}", countdown))
             self.sent.append(envelope)
             self.queue.append(Message(envelope, _task_id(saga, envelope)))
 

@@ -135,7 +135,16 @@ local function plan_rollback(steps_json, at)
       st = 'completed'
     end
     local f = 'compensation:' .. name .. ':'
-    if st == 'waiting' then st = 'running' end  -- its child saga still runs
+    if st == 'waiting' and redis.call('HGET', STEPS, 'action:' .. name .. ':signal') then
+      -- It waits for a signal: it did not run to its end, so there is nothing to undo.
+      redis.call('HSET', STEPS, 'action:' .. name .. ':status', 'failed',
+                 'action:' .. name .. ':ended_at', fmt(at))
+      log({at = at, event = 'action.failed', step = name,
+           reason = 'stopped while it waited for a signal'})
+      st = 'failed'
+    elseif st == 'waiting' then
+      st = 'running'  -- its child saga still runs
+    end
     if st == 'completed' or st == 'running' then
       if has_compensation then
         table.insert(plan, name)

@@ -45,8 +45,17 @@ if st == 'failed' or st == 'skipped' then
   return {'failed'}
 end
 if st == 'waiting' then
-  duplicate('it waits for its child saga')
-  return {'waiting'}
+  local deadline = tonumber(redis.call('HGET', STEPS, f .. 'signal_deadline') or '')
+  if not (deadline and deadline <= now and redis.call('HGET', STEPS, f .. 'signal')) then
+    duplicate('it waits for its child saga or a signal')
+    return {'waiting'}
+  end
+  -- It waited for a signal past its deadline: one last run (its wait answers 'timeout').
+  redis.call('HDEL', STEPS, f .. 'signal')
+  local parked = cjson.decode(redis.call('HGET', SAGA, 'parked') or '{}')
+  parked[step] = nil
+  if next(parked) == nil then redis.call('HDEL', SAGA, 'parked')
+  else redis.call('HSET', SAGA, 'parked', cjson.encode(parked)) end
 end
 if st == 'awaiting' then
   duplicate('its action is still in flight')

@@ -14,6 +14,17 @@ end
 local due = tonumber(redis.call('ZSCORE', ACTIVE, ID) or '0')
 if due > now then return {'not_due'} end
 local waiting = redis.call('HGET', SAGA, 'waiting_on') or ''
+if waiting ~= '' and redis.call('HGET', STEPS, waiting .. ':status') == 'waiting'
+    and redis.call('HGET', STEPS, waiting .. ':signal') then
+  -- It waits for a signal: look when its deadline passes (then it runs once more and fails).
+  local deadline = tonumber(redis.call('HGET', STEPS, waiting .. ':signal_deadline') or '0')
+  if deadline > now then
+    attention(deadline)
+    return {'not_due'}
+  end
+  attention(now + HANDOFF_S)
+  return {'recover', status, '0', '0'}
+end
 if waiting ~= '' and redis.call('HGET', STEPS, waiting .. ':status') == 'waiting' then
   -- It waits for its child saga: look again later, without counting it as a recovery (the
   -- caller checks that the child's end was not lost).
@@ -26,6 +37,15 @@ if waiting ~= '' then
     attention(lease)
     return {'alive', fmt(lease - now)}
   end
+end
+local parked = cjson.decode(redis.call('HGET', SAGA, 'parked') or '{}')
+if next(parked) ~= nil then
+  -- A step (a branch) waits for a signal: drive the others on at the hand-off time, and this
+  -- one at its deadline, without counting a recovery (waiting is not a lack of progress).
+  local earliest = now + HANDOFF_S
+  for _, deadline in pairs(parked) do earliest = math.min(earliest, deadline) end
+  attention(math.max(earliest, now + 1))
+  return {'recover', status, '0', '0'}
 end
 local recoveries = redis.call('HINCRBY', SAGA, 'recoveries', 1)
 -- Space recoveries of one saga out: a saga that is merely slow is not flooded with copies.
