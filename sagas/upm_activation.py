@@ -1,10 +1,12 @@
 """UPM activation, as in Thunderline's Reactor saga: Bolt → Crown → Block.
 
 Load the shadow snapshot, check its drift, ask Crown's policies (the seed approved
-everything), archive the family's active snapshot, activate this one, point the family's
-adapters at it, announce it. A failure undoes what was done, last first: the adapters get
-back exactly the snapshot and configuration they had (the seed left this undone), the
-snapshot goes back to shadow, the archived one becomes active again.
+everything; when only approvals are missing, Crown waits for ``approval`` signals until
+enough distinct approvers approved, or its timeout denies it), archive the family's active
+snapshot, activate this one, point the family's adapters at it, announce it. A failure
+undoes what was done, last first: the adapters get back exactly the snapshot and
+configuration they had (the seed left this undone), the snapshot goes back to shadow, the
+archived one becomes active again.
 
 Two activations of one family never interleave: archiving the active snapshot first claims
 the family, and the database lets one activation hold that claim at a time.
@@ -38,6 +40,8 @@ class ActivationInput(BaseModel):
 
     snapshot_id: str = Field(min_length=1, max_length=64)
     max_drift_score: float = Field(default=0.15, ge=0, le=1)
+    approval_timeout_s: float = Field(default=86_400, gt=0, le=7 * 86_400)
+    """How long Crown waits for missing approvals (``approval`` signals) before it denies."""
 
 
 SNAPSHOT_ID = FromInput("snapshot_id")
@@ -58,8 +62,9 @@ upm_activation = Saga(
         Step("validate_drift", validate_drift,
              args={"drift_score": DRIFT, "max_drift_score": FromInput("max_drift_score")},
              retry=NO_RETRY),
-        Step("policy_check", policy_check,
-             args={"snapshot_id": SNAPSHOT_ID, "family": FAMILY, "drift_score": DRIFT},
+        Step("policy_check", policy_check,  # waits for `approval` signals when short of them
+             args={"snapshot_id": SNAPSHOT_ID, "family": FAMILY, "drift_score": DRIFT,
+                   "approval_timeout_s": FromInput("approval_timeout_s")},
              retry=QUICK_RETRY),
         Step("deactivate_previous", deactivate_previous, compensation=restore_previous,
              args={"snapshot_id": SNAPSHOT_ID, "family": FAMILY},

@@ -219,7 +219,10 @@ def test_the_docs_describe_every_route_and_the_token(api: ApiServer) -> None:
         spec = anonymous.get("/openapi.json").json()
     assert set(spec["paths"]) == {"/healthz", "/readyz", "/sagas", "/sagas/{name}",
                                   "/sagas/{saga_id}", "/sagas/{saga_id}/cancel",
-                                  "/sagas/{saga_id}/events"}
+                                  "/sagas/{saga_id}/events",
+                                  "/sagas/{saga_id}/signals/{signal}"}
+    signal = spec["paths"]["/sagas/{saga_id}/signals/{signal}"]["post"]
+    assert {"202", "401", "404", "409", "422"} <= set(signal["responses"])
     start = spec["paths"]["/sagas/{name}"]["post"]
     assert start["summary"] == "Start a saga"
     assert {"202", "401", "404", "409", "422", "503"} <= set(start["responses"])
@@ -362,13 +365,16 @@ def test_sagas_are_listed_newest_first_a_page_at_a_time(client: httpx.Client) ->
     assert set(ids) <= {i for page in by_name for i in page}
 
 
-def test_a_cursor_whose_saga_is_gone_goes_on_after_where_it_was(client: httpx.Client
-                                                                 ) -> None:
+def test_a_cursor_whose_saga_is_gone_goes_on_after_where_it_was(client: httpx.Client,
+                                                                 engine: Sagaline) -> None:
     older = started(client, "t_quick", tag())
     gone = new_id()  # a saga that was listed between the two, and expired since
-    started(client, "t_quick", tag())  # newer than it: not on the page after it
+    newer = started(client, "t_quick", tag())  # newer than it: not on the page after it
+    index = f"{engine.store.prefix}index:all"
+    scores = [engine.store.client.zscore(index, i) for i in (older, newer)]
+    between = (scores[0] + scores[1]) / 2
 
-    cursor = Cursor(after=gone, position=0, status="", name="").encode()
+    cursor = Cursor(after=gone, score=between, status="", name="").encode()
     page = client.get("/sagas", params={"limit": 1, "cursor": cursor}).json()
 
     assert [s["saga_id"] for s in page["sagas"]] == [older]

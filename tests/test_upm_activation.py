@@ -4,13 +4,14 @@ worker, real Redis, the family's snapshots and adapters read back from the datab
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from sagaline import RedisStore, SagaRun, SagaStatus
+from sagaline import RedisStore, SagaRun, SagaStatus, StateError, StepStatus
 from tasks.block.models import ACTIVE, ARCHIVED, SHADOW, SnapshotActivation, UpmSnapshot
 from tasks.crown.models import Approval, ApprovalRule, DriftLimit, FreezeWindow
 from tasks.crown.policies import approve
@@ -129,21 +130,82 @@ def test_crown_denies_an_activation_inside_a_freeze_window(backend: Backend) -> 
     assert activate(backend, family.shadow).status is SagaStatus.COMPLETED
 
 
-def test_crown_needs_the_required_number_of_distinct_approvers(backend: Backend) -> None:
+def test_crown_waits_for_approval_signals_until_enough_distinct_approvers_approved(
+        backend: Backend) -> None:
+    """Short of approvals, policy_check waits for ``approval`` signals without holding a
+    worker: an approval recorded before counts, the same approver sent twice counts once,
+    one for another snapshot does not count, and the second distinct approver completes it.
+    """
     family = new_family(backend.db)
     with backend.db.session() as session:
         session.add(ApprovalRule(family=family.name, required=2))
         assert approve(session, family.shadow, "ada")
         assert not approve(session, family.shadow, "ada")  # the same person counts once
-    message = denied(activate(backend, family.shadow))
-    assert f"approvals:{family.name}: snapshot {family.shadow} has 1 of the 2 approvals" \
-        in message
-    with backend.db.session() as session:
-        assert approve(session, family.shadow, "grace")
-    run = activate(backend, family.shadow)
+    handle = backend.engine.start(SAGA, {"snapshot_id": family.shadow})
+    wait_for_step(backend, handle.saga_id, "policy_check", StepStatus.WAITING)
+
+    assert backend.engine.signal(handle.saga_id, "approval",
+                                 {"approver": "ada"}).outcome == "delivered"
+    wait_for_step(backend, handle.saga_id, "policy_check", StepStatus.WAITING, woken=1)
+    assert backend.engine.signal(handle.saga_id, "approval",
+                                 {"approver": "ada"}).outcome == "duplicate"
+    elsewhere = {"approver": "grace", "snapshot_id": family.active}
+    assert backend.engine.signal(handle.saga_id, "approval", elsewhere).outcome == "delivered"
+    wait_for_step(backend, handle.saga_id, "policy_check", StepStatus.WAITING, woken=2)
+    assert handle.get().status is SagaStatus.RUNNING
+    backend.engine.signal(handle.saga_id, "approval", {"approver": "grace"})
+
+    run = handle.wait(timeout=60)
     assert run.status is SagaStatus.COMPLETED, run.error
+    assert run.step("policy_check").attempts == 1  # waiting spends no attempt
     with backend.db.session() as session:  # every approval is a row of its own
         assert session.query(Approval).filter_by(snapshot_id=family.shadow).count() == 2
+    assert family_state(backend.db, family)["snapshots"][family.shadow] == ACTIVE
+
+
+def test_crown_denies_when_the_approvals_do_not_come_in_time(backend: Backend) -> None:
+    """One approval of the two comes; at the timeout the step runs once more and the
+    activation is denied, naming the policy; nothing of the family changed.
+    """
+    family = new_family(backend.db)
+    with backend.db.session() as session:
+        session.add(ApprovalRule(family=family.name, required=2))
+    before = family_state(backend.db, family)
+    handle = backend.engine.start(SAGA, {"snapshot_id": family.shadow,
+                                         "approval_timeout_s": 2})
+    wait_for_step(backend, handle.saga_id, "policy_check", StepStatus.WAITING)
+    backend.engine.signal(handle.saga_id, "approval", {"approver": "ada"})
+
+    run = handle.wait(timeout=60)
+    assert run.status is SagaStatus.COMPENSATED
+    assert run.error is not None and run.error.step == "policy_check"
+    assert run.error.type == "sagaline.errors.SignalTimeoutError"
+    assert f"approvals:{family.name}: snapshot {family.shadow} has 1 of the 2 approvals" \
+        in run.error.message
+    assert family_state(backend.db, family) == before
+    with pytest.raises(StateError, match="only a running saga takes signals"):
+        backend.engine.signal(handle.saga_id, "approval", {"approver": "grace"})
+
+
+def wait_for_step(backend: Backend, saga_id: str, step: str, status: StepStatus, *,
+                  woken: int = 0, timeout: float = 30.0) -> None:
+    """Wait until ``step`` is ``status``, having been woken ``woken`` times."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = backend.engine.get(saga_id)
+        times = sum(1 for t in run.log if t.event == "action.woken" and t.step == step)
+        if run.step(step).status is status and times >= woken and (
+                status is not StepStatus.WAITING or _waits_again(run, step, woken)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{step} of {saga_id} not {status.value} after {woken} wakes: "
+                         f"{backend.engine.get(saga_id).step(step)}")
+
+
+def _waits_again(run: SagaRun, step: str, woken: int) -> bool:
+    """Whether the step waited once more after its ``woken``-th wake."""
+    waits = sum(1 for t in run.log if t.event == "action.waiting" and t.step == step)
+    return waits >= woken + 1
 
 
 def test_the_database_refuses_two_active_snapshots_of_one_family(backend: Backend) -> None:

@@ -47,6 +47,10 @@ class StepSummary(ApiModel):
     """Its compensation, when it has one."""
     progress: Progress | None
     """What its latest attempt last reported with ``ctx.progress``, if anything."""
+    signal: str | None = None
+    """The signal it waits for, while it waits for one (``waiting``)."""
+    wait_until: datetime | None = None
+    """When that wait times out."""
 
 
 class SagaSummary(ApiModel):

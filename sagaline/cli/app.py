@@ -261,8 +261,15 @@ def steps_table(run: SagaRun) -> Table:
 
 
 def _with_progress(operation: OperationRun) -> str:
-    """Its status, and while it runs its latest progress (``running 3/10 (30%) acc=0.9``)."""
+    """Its status, and while it runs its latest progress (``running 3/10 (30%) acc=0.9``).
+
+    While it waits for a signal, which one and until when (``waiting for approval until
+    2026-12-04 09:00:00``, local time).
+    """
     text = operation.status.value
+    if operation.status is StepStatus.WAITING and operation.signal:
+        until = f" until {when(operation.wait_until)}" if operation.wait_until else ""
+        return f"{text} for {operation.signal}{until}"
     progress = operation.progress
     if progress is None or operation.status not in (StepStatus.RUNNING, StepStatus.RETRYING):
         return text

@@ -208,8 +208,50 @@ class SagaRecords:
 
     def list_ids(self, status: SagaStatus | None = None, *, limit: int = 50) -> list[str]:
         """Ids of the newest runs (of one status), newest first; expired ones pruned."""
-        index = f"{self.prefix}index:" + (f"status:{status.value}" if status else "all")
+        index = self._index(status)
         ids = cast(list[str], self.client.zrevrange(index, 0, limit * 2 - 1))
+        return self._alive(index, ids)[:limit]
+
+    def page_ids(self, status: SagaStatus | None = None, *, limit: int,
+                 before: tuple[float, str] | None = None) -> list[tuple[str, float]]:
+        """Up to ``limit`` ids with their index scores, newest first, after ``before``.
+
+        The order is the index's in reverse (of every saga, score: creation time; or of
+        one status, score: time of the move to it): score descending, equal scores by id
+        descending. ``before`` is a ``(score, id)`` taken from an earlier answer; only
+        entries strictly after it in that order come, whether or not it is still indexed,
+        so walking with the last entry of each answer shows every entry that stays indexed
+        exactly once. Expired ids are pruned and skipped; fewer than ``limit`` come only
+        when the index has no more.
+        """
+        index = self._index(status)
+        page: list[tuple[str, float]] = []
+        while len(page) < limit:
+            want = limit - len(page)
+            entries, exhausted = self._entries_after(index, before, want + max(10, want // 4))
+            if entries:
+                alive = set(self._alive(index, [saga_id for saga_id, _ in entries]))
+                page += [e for e in entries if e[0] in alive][:want]
+                before = (entries[-1][1], entries[-1][0])
+            if exhausted:
+                break
+        return page
+
+    def names_of(self, ids: Sequence[str]) -> list[str | None]:
+        """The saga name of each run in ``ids``, in order (``None``: not recorded)."""
+        if not ids:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for saga_id in ids:
+                pipe.hget(self.saga_keys(saga_id)[0], "name")
+            return cast(list[str | None], pipe.execute())
+
+    def _index(self, status: SagaStatus | None) -> str:
+        """The key of the index of every saga, or of those in ``status``."""
+        return f"{self.prefix}index:" + (f"status:{status.value}" if status else "all")
+
+    def _alive(self, index: str, ids: list[str]) -> list[str]:
+        """The ids of ``ids`` whose records are kept, in order; the others leave ``index``."""
         if not ids:
             return []
         with self.client.pipeline(transaction=False) as pipe:
@@ -219,7 +261,25 @@ class SagaRecords:
         gone = [i for i, ok in zip(ids, alive, strict=True) if not ok]
         if gone:
             self._housekeep("forget", index.removeprefix(f"{self.prefix}index:"), *gone)
-        return [i for i, ok in zip(ids, alive, strict=True) if ok][:limit]
+        return [i for i, ok in zip(ids, alive, strict=True) if ok]
+
+    def _entries_after(self, index: str, before: tuple[float, str] | None, count: int
+                       ) -> tuple[list[tuple[str, float]], bool]:
+        """Up to ``count`` entries of ``index`` after ``before``; whether no more follow.
+
+        "After" is in reverse order, strictly (see :meth:`page_ids`). Read with an inclusive
+        top score, so the entries tied with ``before`` at or above its id come first: they
+        are dropped, reading on past them if they fill a window.
+        """
+        top: float | str = "+inf" if before is None else before[0]
+        offset = 0
+        while True:
+            raw = cast(list[tuple[str, float]], self.client.zrevrangebyscore(
+                index, top, "-inf", start=offset, num=count, withscores=True))
+            kept = raw if before is None else [e for e in raw if _is_after(e, before)]
+            if kept or len(raw) < count:
+                return kept, len(raw) < count
+            offset += len(raw)
 
     def ids_for_correlation(self, correlation_id: str) -> list[str]:
         """Ids of every recorded run of one business flow."""
@@ -254,3 +314,9 @@ class SagaRecords:
                 pubsub.get_message(timeout=min(left, 1.0))
         finally:
             pubsub.close()
+
+
+def _is_after(entry: tuple[str, float], before: tuple[float, str]) -> bool:
+    """Whether an index entry ``(id, score)`` comes after ``before`` in reverse order."""
+    saga_id, score = entry
+    return score < before[0] or (score == before[0] and saga_id < before[1])
