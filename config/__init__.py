@@ -1,5 +1,8 @@
-"""This app's wiring: settings, the Celery app (``celery -A config worker``) and the engine."""
+"""This app's wiring: settings, the Celery app, the engine and the sagas on a schedule.
 
-from .celery import app, engine, settings
+Workers and beat load it: ``celery -A config worker``, ``celery -A config beat``.
+"""
 
-__all__ = ["app", "engine", "settings"]
+from .celery import app, engine, schedules, settings
+
+__all__ = ["app", "engine", "schedules", "settings"]

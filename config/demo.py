@@ -9,25 +9,29 @@ saga also once paid by the customer's backup card (its payment's fallback). The 
 use the example rows the participants seed (CUST-123 with 500.00 and a backup card of
 200.00, PROD-1, the FL-100 flight, the HTL-1 hotel, compact cars and the sold-out CAR-NONE
 class). Each scenario tops those rows up first when earlier demos used them up, so the demo
-can run again and again against the same data folder.
+can run again and again against the same data folder; when it ends it puts them back as it
+found them (:data:`DATA`), so the README's examples (an order of 99.99 for CUST-123) run as
+written after it. ``sagaline demo --reset`` puts them back as first seeded.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import Message
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from sagaline import SagaRun, SagaStatus
-from sagaline.cli.demo import DemoScenario
-from tasks.block.models import ACTIVE, SHADOW, Storage, UpmSnapshot, Vault
+from sagaline.cli.demo import DemoData, DemoScenario
+from tasks.block.models import ACTIVE, GIB, SHADOW, Storage, UpmSnapshot, Vault
 from tasks.block.steps import DEFAULT_STORAGE
 from tasks.bolt.models import UpmAdapter
 from tasks.crown.models import ApprovalRule
-from tasks.db import database
+from tasks.db import SEEDERS, database
 from tasks.gate.mail import mailer
 from tasks.gate.models import MagicLinkToken, User
 from tasks.inventory import Product
@@ -40,6 +44,115 @@ CUSTOMER = "CUST-123"
 PRODUCT = "PROD-1"
 ONE_ITEM = [{"product_id": PRODUCT, "quantity": 1}]
 TRIP = {"traveler": "Ada", "flight_id": "FL-100", "hotel_id": "HTL-1"}
+TRAVEL = ("FL-100", "HTL-1", "CAR-COMPACT")
+"""The travel rows the demo books."""
+SEEDED_BALANCE_CENTS = 50_000
+"""CUST-123's first balance, as ``tasks.payments.seed_accounts`` seeds it."""
+SEEDED_STOCK = 10
+"""PROD-1's first stock, as ``tasks.inventory.seed_products`` seeds it."""
+STORAGE_ROOM_BYTES = 1024 * GIB
+"""The default storage pool's first room (1,024 vaults), as ``tasks.block`` seeds it."""
+
+
+@dataclass(frozen=True)
+class ExampleData:
+    """The example rows the demo changes, as they are at one moment (``None``: no row)."""
+
+    balance_cents: int | None
+    """CUST-123's balance."""
+    backup_cents: int | None
+    """What CUST-123's backup card may still be charged."""
+    stock: int | None
+    """PROD-1's stock."""
+    available: dict[str, int | None]
+    """Per travel row the demo books (:data:`TRAVEL`), what is left."""
+    capacity_bytes: int | None
+    """The default storage pool's capacity."""
+    ranking_approvals: int | None
+    """The approvals the ranking family's rule requires (``None``: no rule)."""
+
+    def summary(self) -> str:
+        """The data in a few words (money, stock, approvals)."""
+        def money(cents: int | None) -> str:
+            return "?" if cents is None else f"{cents / 100:.2f}"
+        rule = ("no approval rule" if self.ranking_approvals is None
+                else f"{self.ranking_approvals} approvals")
+        return (f"CUST-123 {money(self.balance_cents)} with a backup card of "
+                f"{money(self.backup_cents)}, PROD-1 {self.stock} in stock, "
+                f"{', '.join(f'{k} {v} left' for k, v in self.available.items())}, "
+                f"ranking snapshots: {rule}")
+
+
+def read_example_data() -> ExampleData:
+    """The example rows the demo changes, as they are now."""
+    with database.session() as session:
+        account = session.get(Account, CUSTOMER)
+        card = session.get(BackupCard, CUSTOMER)
+        product = session.get(Product, PRODUCT)
+        storage = session.get(Storage, DEFAULT_STORAGE)
+        rule = session.get(ApprovalRule, "ranking")
+        available = {}
+        for resource_id in TRAVEL:
+            resource = session.get(Resource, resource_id)
+            available[resource_id] = None if resource is None else resource.available
+        return ExampleData(
+            balance_cents=None if account is None else account.balance_cents,
+            backup_cents=None if card is None else card.available_cents,
+            stock=None if product is None else product.stock, available=available,
+            capacity_bytes=None if storage is None else storage.capacity_bytes,
+            ranking_approvals=None if rule is None else rule.required)
+
+
+def write_example_data(data: ExampleData) -> None:
+    """Set the example rows to ``data`` (rows it has no value for are left as they are)."""
+    values = [(Account, Account.customer_id == CUSTOMER, "balance_cents", data.balance_cents),
+              (BackupCard, BackupCard.customer_id == CUSTOMER, "available_cents",
+               data.backup_cents),
+              (Product, Product.id == PRODUCT, "stock", data.stock),
+              (Storage, Storage.id == DEFAULT_STORAGE, "capacity_bytes", data.capacity_bytes)]
+    values += [(Resource, Resource.id == resource_id, "available", available)
+               for resource_id, available in data.available.items()]
+    with database.session() as session:
+        for table, where, column, value in values:
+            if value is not None:
+                session.execute(update(table).where(where).values({column: value}))
+        session.execute(delete(ApprovalRule).where(ApprovalRule.family == "ranking"))
+        if data.ranking_approvals is not None:
+            session.add(ApprovalRule(family="ranking", required=data.ranking_approvals))
+
+
+def keep_example_data() -> Callable[[], list[str]]:
+    """Note the example rows now; return what puts them back so (the demo's :data:`DATA`)."""
+    before = read_example_data()
+
+    def put_back() -> list[str]:
+        write_example_data(before)
+        return [f"Put the example data back as the demo found it: {before.summary()}."]
+
+    return put_back
+
+
+def reset_example_data() -> list[str]:
+    """Put the example rows back as first seeded (``sagaline demo --reset``).
+
+    Missing rows are seeded again; the default storage pool gets room for 1,024 vaults
+    besides those it holds. Orders, bookings and users that sagas made are kept.
+    """
+    with database.session() as session:
+        for seed in SEEDERS:
+            seed(session)
+        storage = session.get(Storage, DEFAULT_STORAGE)
+        allocated = 0 if storage is None else storage.allocated_bytes
+    seeded = ExampleData(
+        balance_cents=SEEDED_BALANCE_CENTS, backup_cents=BACKUP_LIMIT_CENTS,
+        stock=SEEDED_STOCK, available={r: SEED[r][1] for r in TRAVEL},
+        capacity_bytes=allocated + STORAGE_ROOM_BYTES, ranking_approvals=None)
+    write_example_data(seeded)
+    return [f"The example data is back as first seeded: {seeded.summary()}."]
+
+
+DATA = DemoData(keep=keep_example_data, reset=reset_example_data)
+"""How the demo keeps the example data it spends (see :class:`sagaline.cli.demo.DemoData`)."""
 
 
 def restock_shop() -> None:
@@ -254,9 +367,10 @@ SCENARIOS = [
         prepare=storage_with_room,
     ),
     DemoScenario(
-        title="A snapshot without its two approvals: Crown's policy denies the activation",
+        title="A snapshot without its two approvals: Crown waits for them (2 s here), then "
+              "denies the activation",
         saga="upm_activation",
-        inputs=lambda: new_snapshot("ranking", 0.05),
+        inputs=lambda: {**new_snapshot("ranking", 0.05), "approval_timeout_s": 2},
         expect=SagaStatus.COMPENSATED,
         compensations=(),
         prepare=two_approvals_for_ranking,

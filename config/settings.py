@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     sagas_enabled: bool = True
     """Feature flag: whether sagas may be started (off: a start is refused, nothing is
     enqueued; sagas already running go on)."""
+    schedules_enabled: bool = True
+    """Feature flag: whether beat fires the sagas on a schedule (``config/schedules.py``);
+    off, they are still listed by ``sagaline schedules``, marked disabled."""
     lifecycle_events: bool = True
     """Feature flag: whether the engine's lifecycle events (``saga.started``...) go to the
     event bus; events the steps emit go either way."""

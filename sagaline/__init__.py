@@ -60,6 +60,7 @@ from sagaline.refs import Const, FromInput, FromStep, Ref
 from sagaline.registry import SagaRegistry
 from sagaline.runtime import StuckSaga, Supervisor
 from sagaline.saga import Saga
+from sagaline.schedules import Schedule
 from sagaline.status import Role, SagaStatus, StepStatus
 from sagaline.step import Fallback, Step
 from sagaline.store import EmbeddedRedis, EmbeddedRedisError, RedisStore
@@ -94,6 +95,7 @@ __all__ = [
     "SagaHandle",
     "SagaRegistry",
     "Sagaline",
+    "Schedule",
     "StuckSaga",
     "Supervisor",
     "new_id",

@@ -13,7 +13,7 @@ MODEL_MODULES = (
     "tasks.orders", "tasks.inventory", "tasks.payments", "tasks.shipping", "tasks.travel",
     "tasks.audit",
     "tasks.gate.models", "tasks.block.models", "tasks.link.models", "tasks.crown.models",
-    "tasks.bolt.models", "tasks.nas.models",
+    "tasks.bolt.models", "tasks.nas.models", "tasks.reports.models",
 )
 
 

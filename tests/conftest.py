@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kombu.exceptions
 import kombu.pools
 import pytest
@@ -327,3 +328,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     SMTP.stop()
     if STARTED_EMBEDDED:
         EMBEDDED.stop()
+
+
+# Imported last: it reads what this module defines above.
+from tests.support.api import ApiServer, start_api  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def api(worker: MainWorker) -> Iterator[ApiServer]:
+    """``sagaline api`` for the test app, as a process of its own (one a test module)."""
+    server = start_api("main")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(api: ApiServer) -> Iterator[httpx.Client]:
+    """An HTTP client of :func:`api` that sends the raw token."""
+    with api.client() as http:
+        yield http

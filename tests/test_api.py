@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
@@ -41,21 +41,6 @@ from tests.test_order_saga import fresh_shop, order
 
 WRONG_TOKEN = "wrong-" + uuid.uuid4().hex * 2
 """A token no server accepts, to see it never echoed."""
-
-
-@pytest.fixture(scope="module")
-def api(worker: Any) -> Iterator[ApiServer]:
-    """``sagaline api`` for the test app, with :data:`TOKEN` and :data:`HASHED_TOKEN`."""
-    server = start_api("main")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def client(api: ApiServer) -> Iterator[httpx.Client]:
-    """A client that sends the raw token."""
-    with api.client() as http:
-        yield http
 
 
 def tag() -> dict[str, str]:
@@ -220,7 +205,8 @@ def test_the_docs_describe_every_route_and_the_token(api: ApiServer) -> None:
     assert set(spec["paths"]) == {"/healthz", "/readyz", "/sagas", "/sagas/{name}",
                                   "/sagas/{saga_id}", "/sagas/{saga_id}/cancel",
                                   "/sagas/{saga_id}/events",
-                                  "/sagas/{saga_id}/signals/{signal}"}
+                                  "/sagas/{saga_id}/signals/{signal}", "/definitions",
+                                  "/definitions/{name}", "/stuck"}
     signal = spec["paths"]["/sagas/{saga_id}/signals/{signal}"]["post"]
     assert {"202", "401", "404", "409", "422"} <= set(signal["responses"])
     start = spec["paths"]["/sagas/{name}"]["post"]

@@ -280,7 +280,7 @@ def test_demo_on_a_fresh_data_dir_runs_every_scenario_and_stops_what_it_started(
                    "↺ revoke_token (compensation) completed",
                    "0 users, 0 live tokens, 0 vaults, 0 memberships",
                    "✓ sync_adapters completed",
-                   "✗ policy_check failed: activation of snapshot ranking-"]
+                   "✗ policy_check failed: policy_check waited for signal 'approval'"]
     positions = [out.find(line) for line in thunderline]
     assert -1 not in positions and positions == sorted(positions), out
     assert "approvals:ranking: snapshot ranking-" in out

@@ -15,6 +15,8 @@ EXPECTED = {
     "StepTimeoutError", "UnknownSagaError", "WaitTimeoutError", "StuckSaga", "Supervisor",
     "DeadLetter", "DeadlineExceededError", "RecoveryExhaustedError", "SagaCancelledError",
     "ResultError", "AttemptsLostError",
+    # sagas on a schedule
+    "Schedule",
     # events
     "Event", "EventBus", "EventType", "Subscription", "Taxonomy", "event_name", "subscriber",
     "EventError", "InvalidEventError", "PublishError", "SagasDisabledError", "TaxonomyError",

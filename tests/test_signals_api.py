@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,27 +19,11 @@ from tasks.block.models import ACTIVE
 from tasks.crown.models import ApprovalRule
 from tasks.db import database
 from tests.conftest import HOST, ROOT
-from tests.support.api import ApiServer, start_api
 from tests.support.app import app as test_app
 from tests.support.thunderline import Family, family_state, new_family
 from tests.test_upm_activation import SAGA
 
 UNKNOWN_ID = "0190f5e8-7c3a-7b21-9d4e-5f6a7b8c9d0e"
-
-
-@pytest.fixture(scope="module")
-def api(worker: Any) -> Iterator[ApiServer]:
-    """``sagaline api`` for the test app."""
-    server = start_api("signals")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def client(api: ApiServer) -> Iterator[httpx.Client]:
-    """A client with the API's token."""
-    with api.client() as http:
-        yield http
 
 
 @pytest.fixture

@@ -5,6 +5,10 @@
 - ``POST /sagas/{name}``, ``GET /sagas``, ``GET /sagas/{id}``, ``POST /sagas/{id}/cancel``
   and ``GET /sagas/{id}/events`` (:mod:`~sagaline.api.routes`), each needing a token
   (:mod:`~sagaline.api.auth`);
+- ``GET /definitions``, ``GET /definitions/{name}`` and ``GET /stuck``
+  (:mod:`~sagaline.api.overview`), each needing a token too;
+- ``GET /dashboard``, a page that shows them (:mod:`~sagaline.api.dashboard`), without
+  one: the page holds no data and asks for a token itself;
 - ``GET /healthz`` (the process is up) and ``GET /readyz`` (Redis answers), without one,
   for load balancers and orchestrators;
 - ``/docs`` and ``/openapi.json``, without one: they describe the routes, which are the
@@ -26,7 +30,9 @@ from fastapi.responses import JSONResponse
 
 from sagaline.api.auth import NO_TOKENS, TokenSet, bearer_guard
 from sagaline.api.bodies import Health, Problem
+from sagaline.api.dashboard import install_dashboard
 from sagaline.api.guards import MAX_BODY_BYTES, RequestGuard
+from sagaline.api.overview import OverviewRoutes
 from sagaline.api.problems import install
 from sagaline.api.routes import SagaRoutes
 from sagaline.engine import Sagaline
@@ -45,7 +51,7 @@ _DESCRIPTION = (
 
 
 def create_app(engine: Sagaline, tokens: TokenSet, *, docs: bool = True,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES, dashboard: bool = True) -> FastAPI:
     """Build the API for ``engine``, open to the holders of ``tokens``.
 
     Args:
@@ -53,12 +59,14 @@ def create_app(engine: Sagaline, tokens: TokenSet, *, docs: bool = True,
         tokens: The tokens it accepts (:meth:`TokenSet.configured` reads them).
         docs: Whether to serve ``/docs`` and ``/openapi.json``.
         max_body_bytes: The largest request body accepted (larger ones get 413).
+        dashboard: Whether to serve the dashboard page at ``/dashboard``.
 
     Returns:
         The FastAPI app; serve it with any ASGI server (``sagaline api`` uses uvicorn).
 
     Raises:
-        ConfigurationError: ``tokens`` is empty: the API would serve anyone.
+        ConfigurationError: ``tokens`` is empty: the API would serve anyone; or the
+            dashboard's files are missing.
 
     Example:
         >>> app = create_app(engine, TokenSet.configured(settings, os.environ))
@@ -74,6 +82,10 @@ def create_app(engine: Sagaline, tokens: TokenSet, *, docs: bool = True,
     app.include_router(health_routes(engine))
     app.include_router(SagaRoutes(engine).router(), dependencies=[Depends(bearer_guard(tokens))],
                        responses={401: {"model": Problem, "description": "No valid token."}})
+    app.include_router(OverviewRoutes(engine).router(in_schema=True),
+                       dependencies=[Depends(bearer_guard(tokens))])
+    if dashboard:
+        install_dashboard(app)
     return app
 
 

@@ -10,8 +10,9 @@ wait timed out, a saga was not found, or Redis failed; 2 bad usage or invalid in
 
 The Typer app and the helpers its commands share are in :mod:`sagaline.cli.app`; the
 commands are in :mod:`~sagaline.cli.runs`, :mod:`~sagaline.cli.definitions`,
-:mod:`~sagaline.cli.events`, :mod:`~sagaline.cli.supervise`, :mod:`~sagaline.cli.database`
-and :mod:`~sagaline.cli.serve` (``sagaline api``), imported here so they register on it.
+:mod:`~sagaline.cli.events`, :mod:`~sagaline.cli.supervise`, :mod:`~sagaline.cli.database`,
+:mod:`~sagaline.cli.serve` (``sagaline api``) and :mod:`~sagaline.cli.embedded` (``sagaline
+embedded status|stop``), imported here so they register on it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ from sagaline.cli import runs  # noqa: F401 - registers first, so its commands l
 from sagaline.cli import (
     database,  # noqa: F401 - registers the db commands
     definitions,  # noqa: F401 - registers the sagas command
+    embedded,  # noqa: F401 - registers the embedded Redis commands
     events,  # noqa: F401 - registers the events and trace commands
+    graph,  # noqa: F401 - registers the graph command
+    schedules,  # noqa: F401 - registers the schedules command
     serve,  # noqa: F401 - registers the api command
     supervise,  # noqa: F401 - registers the supervision commands
 )
-from sagaline.cli.app import cli, err
+from sagaline.cli.app import cli
+from sagaline.cli.app import error as print_error
 from sagaline.errors import (
     IdempotencyConflictError,
     InvalidCorrelationIdError,
@@ -54,11 +59,11 @@ def main() -> None:
     try:
         cli()
     except _USAGE_ERRORS as error:
-        err.print(f"error: {error}", style="red", markup=False, highlight=False)
+        print_error(str(error))
         sys.exit(2)
     except SagaError as error:
-        err.print(f"error: {error}", style="red", markup=False, highlight=False)
+        print_error(str(error))
         sys.exit(1)
     except redis.RedisError as error:
-        err.print(f"error: Redis failed: {error}", style="red", markup=False, highlight=False)
+        print_error(f"Redis failed: {error}")
         sys.exit(1)

@@ -77,6 +77,20 @@ class Project:
     """Its saga engine."""
 
 
+def printable(text: str) -> str:
+    r"""``text`` with control characters but newlines shown as escapes (``\r``, ``\x1b``).
+
+    What a user typed (a field name, a saga id) reaches the terminal as text: never as a
+    carriage return that hides the line, or an escape sequence the terminal runs.
+    """
+    return "".join(ch if ch == "\n" or ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def error(message: str) -> None:
+    """Print ``error: message`` to stderr, in red, control characters escaped."""
+    err.print(f"error: {printable(message)}", style="red", markup=False, highlight=False)
+
+
 def fail(code: int, message: str) -> NoReturn:
     """Print ``message`` to stderr and exit.
 
@@ -87,7 +101,7 @@ def fail(code: int, message: str) -> NoReturn:
     Raises:
         typer.Exit: Always, with ``code``.
     """
-    err.print(f"error: {message}", style="red", markup=False, highlight=False)
+    error(message)
     raise typer.Exit(code)
 
 

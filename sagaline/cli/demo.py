@@ -2,7 +2,8 @@
 
 It is generic: it knows sagas and their transition logs, not what the sagas do. An app
 offers a demo with a ``demo`` submodule (``config.demo`` for ``--app config``) holding
-``SCENARIOS``, a list of :class:`DemoScenario`.
+``SCENARIOS``, a list of :class:`DemoScenario`, and optionally ``DATA``, a :class:`DemoData`
+(the demo puts the example data back as it found it; ``sagaline demo --reset`` reseeds it).
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ POLL_S = 0.05
 PROGRESS_POLL_S = 0.5
 #: How long one scenario may take before the demo gives up on it, in seconds.
 SCENARIO_TIMEOUT_S = 120.0
-# File times come from a coarse kernel clock that may lag time.time() by a tick.
-_CLOCK_SLACK_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -62,11 +61,21 @@ class DemoScenario:
         return self.inputs() if callable(self.inputs) else self.inputs
 
 
-def load_scenarios(module: str) -> list[DemoScenario] | None:
-    """The ``SCENARIOS`` of ``<module>.demo``, or ``None`` when the app has no demo.
+@dataclass(frozen=True)
+class DemoData:
+    """How an app's demo keeps its example data; each function returns lines to print."""
+
+    keep: Callable[[], Callable[[], Sequence[str]]]
+    """Notes the data before the scenarios; returns what puts it back as it was."""
+    reset: Callable[[], Sequence[str]]
+    """Puts the data back as first seeded."""
+
+
+def load_demo(module: str) -> tuple[list[DemoScenario], DemoData | None] | None:
+    """The ``SCENARIOS`` and ``DATA`` of ``<module>.demo``; ``None`` if the app has no demo.
 
     Raises:
-        TypeError: ``SCENARIOS`` is missing or holds something else than scenarios.
+        TypeError: ``SCENARIOS`` is not a list of scenarios, or ``DATA`` not a DemoData.
     """
     name = f"{module}.demo"
     try:
@@ -80,29 +89,25 @@ def load_scenarios(module: str) -> list[DemoScenario] | None:
         isinstance(s, DemoScenario) for s in scenarios
     ):
         raise TypeError(f"{name}.SCENARIOS must be a list of sagaline.demo.DemoScenario")
-    return list(scenarios)
+    data = getattr(demo, "DATA", None)
+    if data is not None and not isinstance(data, DemoData):
+        raise TypeError(f"{name}.DATA must be a sagaline.cli.demo.DemoData")
+    return list(scenarios), data
 
 
-def embedded_started_since(settings: object, since: float) -> EmbeddedRedis | None:
-    """The app's embedded Redis if it was started at or after ``since`` (a ``time.time()``).
+def start_embedded(settings: object) -> EmbeddedRedis | None:
+    """Start the app's embedded Redis, quietly; the server if this call started it.
 
     ``settings`` is the app's settings object (``data_dir``, ``redis_url``); an app without
-    one, or with a Redis URL configured, has no embedded Redis. The server writes its pid
-    file as it starts, so the file's time tells whether it ran before ``since``.
+    one, or with a Redis URL, has none. The demo stops a server it started when it ends.
     """
     if settings is None or getattr(settings, "redis_url", None) is not None:
         return None
     data_dir = getattr(settings, "data_dir", None)
     if not isinstance(data_dir, Path):
         return None
-    embedded = EmbeddedRedis(data_dir / "redis")
-    try:
-        started_at = embedded.pid_file.stat().st_mtime
-    except OSError:
-        return None
-    if started_at < since - _CLOCK_SLACK_S or not embedded.is_running():
-        return None
-    return embedded
+    embedded = EmbeddedRedis.for_app(data_dir)
+    return embedded if embedded.ensure_running(announce=False) else None
 
 
 class DemoWorker:
@@ -374,14 +379,22 @@ def run_scenarios(
 
 def run_demo(
     module: str, app: Any, engine: Sagaline, scenarios: Sequence[DemoScenario],
-    console: Console,
+    console: Console, data: DemoData | None = None,
 ) -> bool:
-    """Start a worker for the app in ``module``, run the scenarios, stop the worker."""
+    """Start a worker for the app in ``module``, run the scenarios, stop the worker.
+
+    With ``data``, the example data is put back as the demo found it, whatever happened.
+    """
+    put_back = data.keep() if data is not None else None
     worker = DemoWorker(module, app)
     say(console, f"Starting a worker (celery -A {module} worker, "
                  f"{worker.concurrency} processes)...")
-    with worker:
-        say(console, f"Worker {worker.node} is up.")
-        ok = run_scenarios(engine, scenarios, console)
-        say(console, "Stopping the worker...")
+    try:
+        with worker:
+            say(console, f"Worker {worker.node} is up.")
+            ok = run_scenarios(engine, scenarios, console)
+            say(console, "Stopping the worker...")
+    finally:
+        for line in put_back() if put_back is not None else ():
+            say(console, line)
     return ok

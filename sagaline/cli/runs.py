@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Annotated, Any
 
 import typer
@@ -174,17 +173,36 @@ def list_runs(
 
 
 @cli.command("demo")
-def run_demo(ctx: typer.Context) -> None:
+def run_demo(
+    ctx: typer.Context,
+    reset: Annotated[bool, typer.Option(
+        "--reset", help="Put the example data back as first seeded (the README's examples "
+        "run on it) and run no scenario.",
+    )] = False,
+) -> None:
     """Run the app's demo sagas on a real worker, printing each step as it happens.
 
-    Starts the embedded Redis if needed and a worker, and stops both afterwards. Exits 0
-    if every scenario ended as it should.
+    Starts the embedded Redis if needed and a worker, and stops both afterwards; puts the
+    example data it spent back as it found it. Exits 0 if every scenario ended as it should.
     """
-    since = time.time()
     loaded = project(ctx)
-    embedded = demos.embedded_started_since(getattr(loaded.module, "settings", None), since)
     try:
-        ok = _demo(loaded)
+        demo = demos.load_demo(loaded.name)
+    except TypeError as error:
+        fail(2, str(error))
+    if not demo or not demo[0]:
+        fail(2, f"the app {loaded.name!r} has no demo: add {loaded.name}.demo with "
+                "SCENARIOS, a list of sagaline.demo.DemoScenario")
+    scenarios, data = demo
+    if reset:
+        if data is None:
+            fail(2, f"{loaded.name}.demo has no DATA (a sagaline.cli.demo.DemoData) to reset")
+        for line in data.reset():
+            out.print(line, markup=False, highlight=False)
+        return
+    embedded = demos.start_embedded(getattr(loaded.module, "settings", None))
+    try:
+        ok = _demo(loaded, scenarios, data)
     finally:
         if embedded is not None:
             out.print("Stopping the embedded Redis...", markup=False, highlight=False)
@@ -192,15 +210,9 @@ def run_demo(ctx: typer.Context) -> None:
     raise typer.Exit(0 if ok else 1)
 
 
-def _demo(loaded: Project) -> bool:
+def _demo(loaded: Project, scenarios: list[demos.DemoScenario],
+          data: demos.DemoData | None) -> bool:
     try:
-        scenarios = demos.load_scenarios(loaded.name)
-    except TypeError as error:
-        fail(2, str(error))
-    if not scenarios:
-        fail(2, f"the app {loaded.name!r} has no demo: add {loaded.name}.demo with "
-                "SCENARIOS, a list of sagaline.demo.DemoScenario")
-    try:
-        return demos.run_demo(loaded.name, loaded.app, loaded.engine, scenarios, out)
+        return demos.run_demo(loaded.name, loaded.app, loaded.engine, scenarios, out, data)
     except RuntimeError as error:  # the worker did not start
         fail(1, str(error))

@@ -121,6 +121,7 @@ class EventBus:
         self.taxonomy = taxonomy
         self.claim_after_ms = int(claim_after.total_seconds() * 1000)
         self.subscriptions: dict[str, Subscription] = {}
+        self._groups_to_make: set[str] = set()
         self.app: Celery | None = None
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
 
@@ -168,6 +169,7 @@ class EventBus:
             for event in events:
                 self.taxonomy.get(event.name)
         try:
+            self._make_groups()
             with self.client.pipeline(transaction=False) as pipe:
                 for event in events:
                     body = event.model_dump_json()
@@ -221,12 +223,24 @@ class EventBus:
             self._bind_subscription(subscription)
 
     def subscribe(self, *subscriptions: Subscription) -> None:
-        """Add subscribers; each gets a consumer group starting at the stream's end."""
+        """Add subscribers; each gets a consumer group starting at the stream's end.
+
+        The groups are made before this bus first publishes or dispatches, not here: an app
+        subscribes as it is imported, and importing it must not need Redis. Every process
+        of an app subscribes the same way, so the first event published anywhere finds the
+        groups made.
+        """
         for subscription in subscriptions:
             self.subscriptions[subscription.name] = subscription
-            self._ensure_group(subscription.name, "$")
+            self._groups_to_make.add(subscription.name)
             if self.app is not None:
                 self._bind_subscription(subscription)
+
+    def _make_groups(self) -> None:
+        """Make the consumer groups of the subscribers added since the last call."""
+        for group in list(self._groups_to_make):
+            self._ensure_group(group, "$")
+            self._groups_to_make.discard(group)
 
     def _ensure_group(self, group: str, start: str) -> None:
         try:
@@ -305,6 +319,7 @@ class EventBus:
         sent = 0
         for subscription in list(self.subscriptions.values()):
             try:
+                self._make_groups()
                 sent += self._dispatch_one(app, subscription, count)
             except redis.RedisError as error:
                 log.warning("dispatch to %s failed (%s); beat will try again",
