@@ -31,7 +31,7 @@ from tasks.nas.storage import storage as nas_storage
 from tasks.nas.trials import TRAIN_TASK
 
 from . import telemetry
-from .schedules import SCHEDULES
+from .schedules import SCHEDULES, extra_schedules
 from .settings import Settings, load_settings
 
 
@@ -204,4 +204,5 @@ def _fresh_connections_after_fork(**_: Any) -> None:
 settings = load_settings()
 app, engine = create_app(settings)
 telemetry.install(app, settings)
-schedules = install_schedules(app, engine, SCHEDULES, enabled=settings.schedules_enabled)
+schedules = install_schedules(app, engine, [*SCHEDULES, *extra_schedules(settings.extra_schedules)],
+                              enabled=settings.schedules_enabled)

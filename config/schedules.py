@@ -11,6 +11,8 @@ from datetime import timedelta
 
 from sagaline import Schedule
 
+from .settings import ExtraSchedule
+
 SCHEDULES = [
     Schedule(
         "nightly-nas-search", saga="cerebros_nas", cron="30 2 * * *",
@@ -25,3 +27,10 @@ SCHEDULES = [
     ),
 ]
 """Every schedule of this app."""
+
+
+def extra_schedules(given: list[ExtraSchedule]) -> list[Schedule]:
+    """The schedules ``SAGALINE_EXTRA_SCHEDULES`` adds, checked as declared ones are."""
+    return [Schedule(e.name, saga=e.saga, inputs=e.inputs, cron=e.cron,
+                     every=timedelta(seconds=e.every_s) if e.every_s else None,
+                     description="from SAGALINE_EXTRA_SCHEDULES") for e in given]

@@ -6,11 +6,29 @@ import difflib
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SAGALINE_"
+
+
+class ExtraSchedule(BaseModel):
+    """A schedule given in the environment (``SAGALINE_EXTRA_SCHEDULES``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    """The schedule's name (its firings' idempotency keys start with it)."""
+    saga: str
+    """The saga it starts."""
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    """The saga's inputs."""
+    cron: str | None = None
+    """A crontab, read in UTC (``"0 3 * * *"``); or ``every_s``."""
+    every_s: int | None = Field(default=None, ge=1)
+    """An interval in seconds, aligned to the epoch; or ``cron``."""
 
 
 class Settings(BaseSettings):
@@ -85,6 +103,9 @@ class Settings(BaseSettings):
     schedules_enabled: bool = True
     """Feature flag: whether beat fires the sagas on a schedule (``config/schedules.py``);
     off, they are still listed by ``sagaline schedules``, marked disabled."""
+    extra_schedules: list[ExtraSchedule] = Field(default_factory=list)
+    """More schedules for this deployment, as JSON: ``[{"name": "nightly-report", "saga":
+    "shop_report", "cron": "0 3 * * *", "inputs": {...}}]`` (``every_s`` for an interval)."""
     lifecycle_events: bool = True
     """Feature flag: whether the engine's lifecycle events (``saga.started``...) go to the
     event bus; events the steps emit go either way."""
