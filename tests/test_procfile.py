@@ -132,6 +132,32 @@ def test_the_api_answers_and_a_saga_started_through_it_completes_on_the_worker(
     assert httpx.get(f"{honcho.api}/sagas/{saga_id}", timeout=5).status_code == 401
 
 
+def test_a_search_trains_its_trials_on_the_training_worker(honcho: Honcho) -> None:
+    """A small Cerebros NAS search started through the API: its trials go to the training
+    queue, which only the Procfile's ``training`` process consumes, and it completes.
+    """
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    eventually(lambda: httpx.get(f"{honcho.api}/readyz", timeout=2).status_code == 200,
+               "ready API", honcho)
+    started = httpx.post(f"{honcho.api}/sagas/cerebros_nas", headers=headers, timeout=10,
+                         json={"search_space": {"layers": [1], "units": [16, 32]},
+                               "max_trials": 2, "epochs": 2, "concurrency": 2})
+    assert started.status_code == 202, started.text
+    saga_id = started.json()["saga_id"]
+
+    def final() -> dict[str, Any] | None:
+        body: dict[str, Any] = httpx.get(f"{honcho.api}/sagas/{saga_id}", headers=headers,
+                                         timeout=5).json()
+        return body if SagaStatus(body["status"]).is_final else None
+
+    run = eventually(final, "final search", honcho, timeout=180)
+    assert run["status"] == "completed", run
+    trained = [line for line in honcho.output().splitlines()
+               if " training.1 " in line and "bolt.nas.train_trial" in line
+               and "succeeded" in line]
+    assert len(trained) >= 2, "the trials did not run on the training worker"
+
+
 def test_beat_starts_the_scheduled_saga(honcho: Honcho) -> None:
     """The schedule given in the environment fires every 3 s: beat sends the firing, the
     worker starts its saga, keyed by the schedule's name and due time.
