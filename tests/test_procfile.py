@@ -86,6 +86,8 @@ def honcho(worker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ho
         "SAGALINE_FLOWER_PORT": str(flower_port), "SAGALINE_FLOWER_ADDRESS": "127.0.0.1",
         "SAGALINE_EXTRA_SCHEDULES": json.dumps([schedule]), "SAGALINE_SCHEDULES_ENABLED": "true",
         "PYTHONUNBUFFERED": "1",
+        # The Procfile names console scripts (celery, sagaline): this environment's.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
     env.pop("SAGALINE_API_TOKEN_HASHES", None)
     log = data / "honcho.log"
