@@ -81,7 +81,8 @@ _ROLLBACK_CAUSES = {"saga.failed", "saga.cancelling", "saga.undoing"}
 _ROLLBACK_EVENTS = {"saga.compensated", "saga.compensation_failed", "saga.cancelled",
                     "saga.compensation_retried"}
 _PAYLOAD_KEYS = ("step", "attempt", "error", "reason", "retry_in_s", "undone", "steps",
-                 "waiting_on", "recovery", "group", "child", "plan", "pivot", "via")
+                 "waiting_on", "recovery", "group", "child", "plan", "pivot", "via", "signal",
+                 "until_at")
 
 
 @dataclass(frozen=True)

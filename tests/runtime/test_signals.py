@@ -212,7 +212,11 @@ def test_a_cancel_while_it_waits_stops_the_saga_at_once(rt: InProcess) -> None:
 
     run = rt.load(saga_id)
     assert run.status is SagaStatus.CANCELLED
-    assert run.step("approve").status is StepStatus.FAILED
+    approve = run.step("approve")
+    assert approve.status is StepStatus.FAILED
+    assert approve.error is not None
+    assert approve.error.type == "sagaline.errors.SagaCancelledError"
+    assert "waited for signal approval" in approve.error.message
     assert rt.undone(saga_id) == ["prepare"]
     assert rt.calls.count("approve:action") == 1
     with pytest.raises(StateError, match="only a running saga takes signals"):

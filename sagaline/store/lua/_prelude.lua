@@ -135,12 +135,16 @@ local function plan_rollback(steps_json, at)
       st = 'completed'
     end
     local f = 'compensation:' .. name .. ':'
-    if st == 'waiting' and redis.call('HGET', STEPS, 'action:' .. name .. ':signal') then
+    local signal = redis.call('HGET', STEPS, 'action:' .. name .. ':signal')
+    if st == 'waiting' and signal then
       -- It waits for a signal: it did not run to its end, so there is nothing to undo.
+      local stopped = {type = 'sagaline.errors.SagaCancelledError', step = name,
+                       message = 'the saga stopped while ' .. name .. ' waited for signal '
+                                 .. signal, retryable = false}
       redis.call('HSET', STEPS, 'action:' .. name .. ':status', 'failed',
+                 'action:' .. name .. ':error', cjson.encode(stopped),
                  'action:' .. name .. ':ended_at', fmt(at))
-      log({at = at, event = 'action.failed', step = name,
-           reason = 'stopped while it waited for a signal'})
+      log({at = at, event = 'action.failed', step = name, error = stopped})
       st = 'failed'
     elseif st == 'waiting' then
       st = 'running'  -- its child saga still runs
