@@ -220,8 +220,8 @@ class SagaRun(BaseModel):
                 "progress": (None if s.progress is None
                              else s.progress.model_dump(mode="json")),
                 "signal": s.signal if s.status is StepStatus.WAITING else None,
-                "wait_until": (s.wait_until.isoformat().replace("+00:00", "Z")
-                               if s.wait_until and s.status is StepStatus.WAITING else None),
+                "wait_until": (codec.jsonable(s.wait_until)
+                               if s.status is StepStatus.WAITING else None),
             }
             for s in self.steps
         ]

@@ -147,22 +147,47 @@ def worker(engine: Sagaline) -> Iterator[MainWorker]:
     main.stop()
 
 
+@contextlib.contextmanager
+def pause_main_worker() -> Iterator[None]:
+    """The session worker takes no message from its queue while inside (messages wait)."""
+    test_app.control.cancel_consumer("celery", destination=[f"main@{HOST}"], reply=True,
+                                     timeout=5)
+    try:
+        # A fetch (BRPOP, 1 s) begun before the cancel may still take one message, and put
+        # it back: let it run out before the test relies on the queue.
+        time.sleep(1.5)
+        queues = test_app.control.inspect(timeout=1).active_queues() or {}
+        others = [node for node, qs in queues.items()
+                  if any(q["name"] == "celery" for q in qs)]
+        assert not others, f"other workers take messages from the queue: {others}"
+        yield
+    finally:
+        test_app.control.add_consumer("celery", destination=[f"main@{HOST}"], reply=True,
+                                      timeout=5)
+        _until_main_consumes()
+
+
+def _until_main_consumes(timeout: float = 10.0) -> None:
+    """Wait until the session worker says it consumes its queue again, and a fetch cycle
+    more: a saga the next test starts at once was seen lost (its first message never ran)
+    when published just as the consumer came back.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queues = test_app.control.inspect(destination=[f"main@{HOST}"], timeout=1
+                                          ).active_queues() or {}
+        if any(q["name"] == "celery" for qs in queues.values() for q in qs):
+            break
+    time.sleep(1.5)
+
+
 @pytest.fixture
 def main_worker_paused(worker: MainWorker) -> Iterator[None]:
     """The session worker stops taking messages for the test (tests that start their own
     workers, to kill them, need every message to go to those).
     """
-    test_app.control.cancel_consumer("celery", destination=[f"main@{HOST}"], reply=True,
-                                     timeout=5)
-    # A fetch (BRPOP, 1 s) begun before the cancel may still take one message, and put it
-    # back: let it run out before the test relies on the queue.
-    time.sleep(1.5)
-    queues = test_app.control.inspect(timeout=1).active_queues() or {}
-    others = [node for node, qs in queues.items() if any(q["name"] == "celery" for q in qs)]
-    assert not others, f"other workers take messages from the queue: {others}"
-    yield
-    test_app.control.add_consumer("celery", destination=[f"main@{HOST}"], reply=True,
-                                  timeout=5)
+    with pause_main_worker():
+        yield
 
 
 def start_beat() -> subprocess.Popen[bytes]:

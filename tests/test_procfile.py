@@ -107,6 +107,30 @@ def honcho(worker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ho
         process.wait()
 
 
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def start_through_api(honcho: Honcho, saga: str, inputs: dict[str, Any]) -> str:
+    """Start ``saga`` with a POST to the Procfile's API, once it is ready; the saga's id."""
+    eventually(lambda: httpx.get(f"{honcho.api}/readyz", timeout=2).status_code == 200,
+               "ready API", honcho)
+    started = httpx.post(f"{honcho.api}/sagas/{saga}", headers=HEADERS, timeout=10,
+                         json=inputs)
+    assert started.status_code == 202, started.text
+    return str(started.json()["saga_id"])
+
+
+def final_summary(honcho: Honcho, saga_id: str, timeout: float = 120) -> dict[str, Any]:
+    """The saga's summary from the API, once it is final."""
+
+    def final() -> dict[str, Any] | None:
+        body: dict[str, Any] = httpx.get(f"{honcho.api}/sagas/{saga_id}", headers=HEADERS,
+                                         timeout=5).json()
+        return body if SagaStatus(body["status"]).is_final else None
+
+    return dict(eventually(final, f"final saga {saga_id}", honcho, timeout))
+
+
 def test_honcho_starts_every_process_the_procfile_names() -> None:
     names = {line.split(":", 1)[0] for line in (ROOT / "Procfile").read_text().splitlines()
              if line.strip() and not line.startswith("#")}
@@ -115,21 +139,10 @@ def test_honcho_starts_every_process_the_procfile_names() -> None:
 
 def test_the_api_answers_and_a_saga_started_through_it_completes_on_the_worker(
         honcho: Honcho) -> None:
-    eventually(lambda: httpx.get(f"{honcho.api}/readyz", timeout=2).status_code == 200,
-               "ready API", honcho)
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    started = httpx.post(f"{honcho.api}/sagas/order_processing", headers=headers, timeout=10,
-                         json={"customer_id": "CUST-123", "total_amount": "20.00",
-                               "items": [{"product_id": "PROD-1", "quantity": 1}]})
-    assert started.status_code == 202, started.text
-    saga_id = started.json()["saga_id"]
-
-    def completed() -> dict[str, Any] | None:
-        body: dict[str, Any] = httpx.get(f"{honcho.api}/sagas/{saga_id}", headers=headers,
-                                         timeout=5).json()
-        return body if SagaStatus(body["status"]).is_final else None
-
-    run = eventually(completed, "final saga", honcho)
+    saga_id = start_through_api(honcho, "order_processing", {
+        "customer_id": "CUST-123", "total_amount": "20.00",
+        "items": [{"product_id": "PROD-1", "quantity": 1}]})
+    run = final_summary(honcho, saga_id)
     assert run["status"] == "completed", run
     assert httpx.get(f"{honcho.api}/sagas/{saga_id}", timeout=5).status_code == 401
 
@@ -138,21 +151,10 @@ def test_a_search_trains_its_trials_on_the_training_worker(honcho: Honcho) -> No
     """A small Cerebros NAS search started through the API: its trials go to the training
     queue, which only the Procfile's ``training`` process consumes, and it completes.
     """
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    eventually(lambda: httpx.get(f"{honcho.api}/readyz", timeout=2).status_code == 200,
-               "ready API", honcho)
-    started = httpx.post(f"{honcho.api}/sagas/cerebros_nas", headers=headers, timeout=10,
-                         json={"search_space": {"layers": [1], "units": [16, 32]},
-                               "max_trials": 2, "epochs": 2, "concurrency": 2})
-    assert started.status_code == 202, started.text
-    saga_id = started.json()["saga_id"]
-
-    def final() -> dict[str, Any] | None:
-        body: dict[str, Any] = httpx.get(f"{honcho.api}/sagas/{saga_id}", headers=headers,
-                                         timeout=5).json()
-        return body if SagaStatus(body["status"]).is_final else None
-
-    run = eventually(final, "final search", honcho, timeout=180)
+    saga_id = start_through_api(honcho, "cerebros_nas", {
+        "search_space": {"layers": [1], "units": [16, 32]}, "max_trials": 2, "epochs": 2,
+        "concurrency": 2})
+    run = final_summary(honcho, saga_id, timeout=180)
     assert run["status"] == "completed", run
     trained = [line for line in honcho.output().splitlines()
                if " training.1 " in line and "bolt.nas.train_trial" in line
@@ -164,14 +166,13 @@ def test_beat_starts_the_scheduled_saga(honcho: Honcho) -> None:
     """The schedule given in the environment fires every 3 s: beat sends the firing, the
     worker starts its saga, keyed by the schedule's name and due time.
     """
-    headers = {"Authorization": f"Bearer {TOKEN}"}
     eventually(lambda: httpx.get(f"{honcho.api}/readyz", timeout=2).status_code == 200,
                "ready API", honcho)
 
     def scheduled() -> list[dict[str, Any]]:
         page = httpx.get(f"{honcho.api}/sagas", params={"name": "order_processing",
                                                         "status": "completed", "limit": 50},
-                         headers=headers, timeout=5).json()
+                         headers=HEADERS, timeout=5).json()
         return [s for s in page["sagas"]
                 if s.get("causation_id") and s["inputs"]["total_amount"] == "1.00"]
 

@@ -18,8 +18,7 @@ from sagaline import Sagaline, SagaStatus, StepStatus
 from tasks.block.models import ACTIVE
 from tasks.crown.models import ApprovalRule
 from tasks.db import database
-from tests.conftest import HOST, ROOT
-from tests.support.app import app as test_app
+from tests.conftest import ROOT, pause_main_worker
 from tests.support.thunderline import Family, family_state, new_family
 from tests.test_upm_activation import SAGA
 
@@ -91,10 +90,7 @@ def test_signals_sent_before_the_step_are_kept_and_the_cli_sends_them(
     """Both approvals come (from ``sagaline signal``) while the saga's first message is
     still queued (the worker takes none meanwhile): they are kept, and Crown never waits.
     """
-    node = [f"main@{HOST}"]
-    test_app.control.cancel_consumer("celery", destination=node, reply=True, timeout=5)
-    try:
-        time.sleep(1.5)  # a fetch begun before the cancel puts its message back
+    with pause_main_worker():
         handle = engine.start(SAGA, {"snapshot_id": family.shadow})
         for approver in ("ada", "grace"):
             sent = signal_cli(handle.saga_id, "approval", "--payload",
@@ -102,8 +98,6 @@ def test_signals_sent_before_the_step_are_kept_and_the_cli_sends_them(
             assert sent.returncode == 0, sent.stderr
             assert json.loads(sent.stdout)["outcome"] == "kept"
         assert engine.get(handle.saga_id).step("load_snapshot").status is StepStatus.PENDING
-    finally:
-        test_app.control.add_consumer("celery", destination=node, reply=True, timeout=5)
     run = handle.wait(60)
     assert run.status is SagaStatus.COMPLETED, run.error
     assert "action.waiting" not in [t.event for t in run.log]

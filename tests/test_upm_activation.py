@@ -180,6 +180,7 @@ def test_crown_denies_when_the_approvals_do_not_come_in_time(backend: Backend) -
     assert run.status is SagaStatus.COMPENSATED
     assert run.error is not None and run.error.step == "policy_check"
     assert run.error.type == "sagaline.errors.SignalTimeoutError"
+    assert run.compensations == []  # nothing before Crown's check changes anything
     assert f"approvals:{family.name}: snapshot {family.shadow} has 1 of the 2 approvals" \
         in run.error.message
     assert family_state(backend.db, family) == before

@@ -317,9 +317,13 @@ class EventBus:
         if app is None:
             return 0
         sent = 0
+        try:
+            self._make_groups()
+        except redis.RedisError as error:
+            log.warning("consumer groups not made (%s); beat will try again", error)
+            return 0
         for subscription in list(self.subscriptions.values()):
             try:
-                self._make_groups()
                 sent += self._dispatch_one(app, subscription, count)
             except redis.RedisError as error:
                 log.warning("dispatch to %s failed (%s); beat will try again",

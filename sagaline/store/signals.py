@@ -9,6 +9,7 @@ A step that waits records it in the same script that checks no signal came meanw
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -56,13 +57,10 @@ class SignalRecords:
 
     client: redis.Redis
     """A redis-py client with ``decode_responses=True``."""
-
-    def _call(self, script: str, saga_id: str, *args: Any) -> Any:
-        raise NotImplementedError  # RedisStore runs its scripts
-
-    def saga_keys(self, saga_id: str) -> list[str]:
-        """The saga hash, step hash and log keys of one run."""
-        raise NotImplementedError
+    _call: Callable[..., Any]
+    """Runs one of the store's scripts for one saga (:class:`~sagaline.store.RedisStore`)."""
+    saga_keys: Callable[[str], list[str]]
+    """The saga hash, step hash and log keys of one run (:class:`~sagaline.store.SagaRecords`)."""
 
     def send_signal(self, saga_id: str, name: str, payload: dict[str, Any], *,
                     max_kept: int) -> Sent:
